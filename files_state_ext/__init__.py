@@ -1,0 +1,1 @@
+"""Files that ``state_extension initialize`` deploys into a Meltano project."""

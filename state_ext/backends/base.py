@@ -1,0 +1,94 @@
+"""The one interface every state backend implements.
+
+Reads take no lock (as in Meltano). Every write goes through ``transaction(state_id)``,
+which holds the backend's lock for that ID (a lock file or object for stores, a row or
+advisory lock in a database) around one read-modify-write, so that a partial merge never
+loses a concurrent update and Meltano and state-ext exclude each other.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+
+from state_ext.model import Envelope
+from state_ext.settings import BackendSettings, redact_uri
+
+
+class StateSlot(ABC):
+    """One state ID inside a transaction: read it, then write or delete it."""
+
+    @abstractmethod
+    def read(self) -> Envelope | None: ...
+
+    @abstractmethod
+    def write(self, envelope: Envelope) -> None: ...
+
+    @abstractmethod
+    def delete(self) -> bool:
+        """Remove the state; False when there was none."""
+
+
+class StateBackend(ABC):
+    """A store of envelopes keyed by state ID."""
+
+    def __init__(self, settings: BackendSettings, *, warn: Callable[[str], None] | None = None):
+        self.settings = settings
+        self.warn = warn or (lambda message: None)
+
+    @property
+    def label(self) -> str:
+        """The URI with secrets hidden, for messages and logs."""
+        return redact_uri(self.settings.uri)
+
+    # -- reads -------------------------------------------------------------------
+    @abstractmethod
+    def list_ids(self, pattern: str | None = None) -> list[str]:
+        """All state IDs (fnmatch ``pattern``, full and case-sensitive), sorted."""
+
+    @abstractmethod
+    def get(self, state_id: str) -> Envelope | None:
+        """The stored envelope, or None when the ID has no state."""
+
+    def iter_states(self, state_ids: Iterable[str]) -> Iterator[tuple[str, Envelope | None]]:
+        """Many reads; backends that can batch them override this."""
+        for state_id in state_ids:
+            yield state_id, self.get(state_id)
+
+    # -- writes ------------------------------------------------------------------
+    @abstractmethod
+    def transaction(self, state_id: str) -> AbstractContextManager[StateSlot]:
+        """Hold the lock of ``state_id`` while the caller reads and writes it."""
+
+    def update(self, state_id: str, change: Callable[[Envelope | None], Envelope]) -> Envelope:
+        with self.transaction(state_id) as slot:
+            envelope = change(slot.read())
+            slot.write(envelope)
+            return envelope
+
+    def put(self, state_id: str, envelope: Envelope) -> None:
+        with self.transaction(state_id) as slot:
+            slot.write(envelope)
+
+    def delete(self, state_id: str) -> bool:
+        with self.transaction(state_id) as slot:
+            return slot.delete()
+
+    def put_many(self, states: dict[str, Envelope]) -> int:
+        """Overwrite every listed ID (import); databases do it in one transaction."""
+        for state_id, envelope in states.items():
+            self.put(state_id, envelope)
+        return len(states)
+
+    def delete_many(self, state_ids: Iterable[str]) -> int:
+        return sum(1 for state_id in state_ids if self.delete(state_id))
+
+    def close(self) -> None:
+        """Release connections; the CLI calls it once per command."""
+
+    def __enter__(self) -> StateBackend:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -1,0 +1,276 @@
+"""``systemdb`` backend: the ``state`` table of Meltano's system database.
+
+We read and write Meltano's table through SQLAlchemy Core and never create or migrate
+its schema: that belongs to ``meltano``. Each write is one transaction that locks what
+the database can lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a transaction advisory
+lock on the ID plus ``SELECT ... FOR UPDATE``), so a partial merge is never lost to a
+concurrent one. An import is a single transaction: all states or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from datetime import datetime
+from functools import cached_property
+
+from state_ext.backends.base import StateBackend, StateSlot
+from state_ext.errors import BackendError, ConfigurationError, LockTimeoutError, MissingExtraError
+from state_ext.model import Envelope
+from state_ext.settings import redact_uri
+from state_ext.state_ids import matches, validate_state_id
+
+CREATE_HINT = "run `meltano upgrade database` (or any `meltano state` command) in the project"
+BATCH = 500
+
+
+def _one_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+class SystemDbBackend(StateBackend):
+    def __init__(self, settings, **kwargs):
+        super().__init__(settings, **kwargs)
+        if not settings.database_uri:
+            raise ConfigurationError(
+                "No system database: no Meltano project found (no meltano.yml here or above) "
+                "and MELTANO_DATABASE_URI is not set; use --project-root, or --uri for another backend"
+            )
+        self.database_uri = settings.database_uri
+
+    @property
+    def label(self) -> str:
+        return f"systemdb ({redact_uri(self.database_uri)})"
+
+    # -- engine ------------------------------------------------------------------
+    @cached_property
+    def engine(self):
+        from sqlalchemy import create_engine, event
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        try:
+            url = make_url(self.database_uri)
+        except ArgumentError:
+            raise ConfigurationError(
+                f"Invalid database_uri {redact_uri(self.database_uri)!r}"
+            ) from None
+        timeout = self.settings.lock_timeout_seconds
+        backend = url.get_backend_name()
+        kwargs: dict = {}
+        if backend == "sqlite":
+            path = url.database
+            if not path or path == ":memory:":
+                raise ConfigurationError("An in-memory SQLite system database holds no state")
+            if not os.path.isfile(path):
+                raise BackendError(f"System database not found at {path}: {CREATE_HINT}")
+            import sqlite3
+
+            def connect():
+                # mode=rw: never let a connection create an empty database file
+                return sqlite3.connect(
+                    f"file:{path}?mode=rw", uri=True, timeout=timeout, isolation_level=None,
+                    check_same_thread=False,
+                )
+
+            kwargs["creator"] = connect
+        elif backend == "postgresql":
+            if url.drivername in ("postgresql", "postgres"):
+                url = url.set(drivername="postgresql+psycopg")
+            kwargs["connect_args"] = {"connect_timeout": max(1, int(timeout))}
+        try:
+            engine = create_engine(url, **kwargs)
+        except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
+            extra = {"postgresql": "postgres", "mssql": "mssql"}.get(backend)
+            if extra:
+                raise MissingExtraError(f"The {backend} system database", extra) from None
+            raise ConfigurationError(
+                f"No driver for database_uri {redact_uri(self.database_uri)!r}: {_one_line(exc)}"
+            ) from None
+        if backend == "sqlite":
+            @event.listens_for(engine, "begin")
+            def _begin_immediate(conn):  # take SQLite's write lock up front
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return engine
+
+    @cached_property
+    def table(self):
+        from sqlalchemy import Column, DateTime, MetaData, String, Table, Text
+
+        return Table(
+            "state", MetaData(),
+            Column("state_id", String(900), primary_key=True),
+            Column("partial_state", Text),
+            Column("completed_state", Text),
+            Column("updated_at", DateTime),
+        )
+
+    @contextmanager
+    def _connect(self, *, write: bool):
+        """A checked connection in a transaction, with database errors made readable."""
+        from sqlalchemy import inspect
+        from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+        try:
+            with self.engine.connect() as conn:
+                if not self.__dict__.get("_table_checked"):
+                    if not inspect(conn).has_table("state"):
+                        raise BackendError(
+                            f"System database {redact_uri(self.database_uri)} has no 'state' "
+                            f"table (Meltano's schema is missing): {CREATE_HINT}"
+                        )
+                    self._table_checked = True
+                    conn.rollback()
+                with conn.begin():
+                    yield conn
+        except DBAPIError as exc:
+            message = _one_line(exc)
+            if "locked" in message.lower() or "lock timeout" in message.lower():
+                raise LockTimeoutError(
+                    f"System database {redact_uri(self.database_uri)} is locked by another "
+                    f"process: {message}"
+                ) from None
+            raise BackendError(
+                f"System database {redact_uri(self.database_uri)}: {message}"
+            ) from None
+        except SQLAlchemyError as exc:
+            raise BackendError(
+                f"System database {redact_uri(self.database_uri)}: {_one_line(exc)}"
+            ) from None
+
+    def _envelope(self, state_id: str, completed, partial) -> Envelope:
+        where = f"systemdb state {state_id!r}"
+        return Envelope.from_halves(
+            _load(completed, where, "completed_state"), _load(partial, where, "partial_state"),
+            where=where, warn=self.warn,
+        )
+
+    # -- reads -------------------------------------------------------------------
+    def list_ids(self, pattern: str | None = None) -> list[str]:
+        from sqlalchemy import select
+
+        with self._connect(write=False) as conn:
+            ids = conn.execute(select(self.table.c.state_id)).scalars().all()
+        return sorted(i for i in ids if matches(i, pattern))
+
+    def get(self, state_id: str) -> Envelope | None:
+        from sqlalchemy import select
+
+        validate_state_id(state_id)
+        t = self.table
+        with self._connect(write=False) as conn:
+            row = conn.execute(
+                select(t.c.completed_state, t.c.partial_state).where(t.c.state_id == state_id)
+            ).first()
+        return None if row is None else self._envelope(state_id, *row)
+
+    def iter_states(self, state_ids):
+        from sqlalchemy import select
+
+        wanted = list(state_ids)
+        t = self.table
+        for start in range(0, len(wanted), BATCH):
+            chunk = wanted[start:start + BATCH]
+            with self._connect(write=False) as conn:
+                rows = conn.execute(
+                    select(t.c.state_id, t.c.completed_state, t.c.partial_state)
+                    .where(t.c.state_id.in_(chunk))
+                ).all()
+            found = {r[0]: self._envelope(*r) for r in rows}
+            for state_id in chunk:
+                yield state_id, found.get(state_id)
+
+    # -- writes ------------------------------------------------------------------
+    @contextmanager
+    def transaction(self, state_id: str):
+        validate_state_id(state_id)
+        with self._connect(write=True) as conn:
+            if conn.dialect.name == "postgresql":
+                from sqlalchemy import text
+
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:id))"), {"id": state_id})
+            yield _DbSlot(self, conn, state_id)
+
+    def put_many(self, states: dict[str, Envelope]) -> int:
+        for state_id in states:
+            validate_state_id(state_id)
+        t = self.table
+        items = list(states.items())
+        now = datetime.now()
+        with self._connect(write=True) as conn:
+            for start in range(0, len(items), BATCH):
+                chunk = items[start:start + BATCH]
+                conn.execute(t.delete().where(t.c.state_id.in_([i for i, _ in chunk])))
+                conn.execute(t.insert(), [_row(i, e, now) for i, e in chunk])
+        return len(items)
+
+    def delete_many(self, state_ids) -> int:
+        t = self.table
+        ids = list(state_ids)
+        count = 0
+        with self._connect(write=True) as conn:
+            for start in range(0, len(ids), BATCH):
+                chunk = ids[start:start + BATCH]
+                count += conn.execute(t.delete().where(t.c.state_id.in_(chunk))).rowcount
+        return count
+
+    def close(self) -> None:
+        engine = self.__dict__.get("engine")
+        if engine is not None:
+            engine.dispose()
+
+
+def _load(value, where: str, column: str):
+    if value is None or isinstance(value, dict):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise BackendError(f"{where}: {column} is not valid JSON ({exc})") from None
+
+
+def _row(state_id: str, envelope: Envelope, now: datetime) -> dict:
+    return {
+        "state_id": state_id,
+        "completed_state": json.dumps(envelope.completed),
+        "partial_state": json.dumps(envelope.partial),
+        "updated_at": now,
+    }
+
+
+class _DbSlot(StateSlot):
+    def __init__(self, backend: SystemDbBackend, conn, state_id: str):
+        self.backend, self.conn, self.state_id = backend, conn, state_id
+        self.exists = False
+
+    def read(self) -> Envelope | None:
+        from sqlalchemy import select
+
+        t = self.backend.table
+        query = select(t.c.completed_state, t.c.partial_state).where(t.c.state_id == self.state_id)
+        if self.conn.dialect.name != "sqlite":
+            query = query.with_for_update()
+        row = self.conn.execute(query).first()
+        self.exists = row is not None
+        return None if row is None else self.backend._envelope(self.state_id, *row)
+
+    def write(self, envelope: Envelope) -> None:
+        t = self.backend.table
+        row = _row(self.state_id, envelope, datetime.now())
+        updated = self.conn.execute(
+            t.update().where(t.c.state_id == self.state_id).values(
+                completed_state=row["completed_state"], partial_state=row["partial_state"],
+                updated_at=row["updated_at"],
+            )
+        ).rowcount
+        if not updated:
+            self.conn.execute(t.insert().values(**row))
+        self.exists = True
+
+    def delete(self) -> bool:
+        t = self.backend.table
+        deleted = self.conn.execute(t.delete().where(t.c.state_id == self.state_id)).rowcount
+        return bool(deleted)

@@ -1,0 +1,57 @@
+"""Errors that end a command with one clear line and a non-zero exit.
+
+Every failure a user can cause or fix (bad input, bad settings, an unreachable or
+locked store) is a ``StateExtError``. The CLI prints its message as a single log line
+and exits with ``exit_code``; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class StateExtError(Exception):
+    """A failure with a message meant for the user, never a traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInputError(StateExtError):
+    """The state, document or argument given on the command line is not acceptable."""
+
+
+class InvalidStateIdError(InvalidInputError):
+    """A state ID that could escape or corrupt a store."""
+
+
+class ConfigurationError(StateExtError):
+    """Settings or URIs that cannot describe a usable backend."""
+
+
+class BackendError(StateExtError):
+    """The backend could not be read or written (missing, unreachable, corrupt, denied)."""
+
+
+class LockTimeoutError(BackendError):
+    """Another process held a state ID's lock for longer than we may wait."""
+
+
+class MissingExtraError(ConfigurationError):
+    """A backend needs an optional dependency that is not installed."""
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(
+            f"{what} needs the '{extra}' extra: pip install 'state-ext[{extra}]'"
+        )
+
+
+class AbortedError(StateExtError):
+    """The user declined a confirmation prompt (Meltano prints 'Aborted!')."""
+
+    def __init__(self) -> None:
+        super().__init__("Aborted!")

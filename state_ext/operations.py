@@ -1,0 +1,108 @@
+"""What each state command does, in terms of the backend interface only.
+
+Semantics follow ``meltano state`` (see the README for the few deliberate differences):
+``set`` replaces both halves, ``merge`` deep-merges into ``partial``, ``copy``/``move``
+carry the envelope exactly (both halves), ``export``/``import`` use the document of
+``meltano state export``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import IO
+
+from state_ext.backends.base import StateBackend
+from state_ext.errors import InvalidInputError
+from state_ext.model import Envelope, validate_singer_state
+from state_ext.state_ids import validate_state_id
+
+
+def list_ids(backend: StateBackend, pattern: str | None = None) -> list[str]:
+    return backend.list_ids(pattern)
+
+
+def effective_state(backend: StateBackend, state_id: str) -> dict:
+    """What ``meltano state get`` prints: ``{}`` when the ID has no state."""
+    envelope = backend.get(validate_state_id(state_id))
+    return {} if envelope is None else envelope.effective()
+
+
+def set_state(backend: StateBackend, state_id: str, state: dict) -> None:
+    """A complete write: ``completed`` = state, ``partial`` = {}."""
+    backend.put(validate_state_id(state_id), Envelope.complete(state))
+
+
+def merge_state(backend: StateBackend, state_id: str, partial: dict) -> Envelope:
+    """A partial write, read and written under the ID's lock."""
+    validate_state_id(state_id)
+    return backend.update(
+        state_id, lambda current: (current or Envelope()).merged_with_partial(partial)
+    )
+
+
+def merge_from_state_id(backend: StateBackend, src_id: str, dst_id: str) -> Envelope:
+    """``merge DST --from-state-id SRC``: SRC's effective state as a partial write."""
+    source = effective_state(backend, src_id)
+    if not source:
+        raise InvalidInputError(f"No state found for state ID {src_id!r}")
+    validate_singer_state(source)
+    return merge_state(backend, dst_id, source)
+
+
+def clear_state(backend: StateBackend, state_id: str) -> bool:
+    return backend.delete(validate_state_id(state_id))
+
+
+def clear_all(backend: StateBackend) -> int:
+    return backend.delete_many(backend.list_ids())
+
+
+def copy_state(src: StateBackend, src_id: str, dst: StateBackend, dst_id: str) -> Envelope:
+    """Copy the envelope exactly (Meltano flattens it into ``completed``)."""
+    validate_state_id(dst_id)
+    envelope = src.get(validate_state_id(src_id))
+    if envelope is None:
+        raise InvalidInputError(f"No state found for state ID {src_id!r}")
+    dst.put(dst_id, envelope)
+    return envelope
+
+
+def move_state(src: StateBackend, src_id: str, dst: StateBackend, dst_id: str) -> None:
+    """Copy, read back to verify, then delete the source."""
+    envelope = copy_state(src, src_id, dst, dst_id)
+    written = dst.get(dst_id)
+    if written is None or written.canonical() != envelope.canonical():
+        raise InvalidInputError(
+            f"State {dst_id!r} did not read back as written; source {src_id!r} kept"
+        )
+    if src is dst and src_id == dst_id:
+        return
+    src.delete(src_id)
+
+
+def iter_export(backend: StateBackend, pattern: str | None = None) -> Iterator[tuple[str, Envelope]]:
+    ids = backend.list_ids(pattern)
+    for state_id, envelope in backend.iter_states(ids):
+        if envelope is not None:  # deleted between list and read
+            yield state_id, envelope
+
+
+def write_export(states: Iterator[tuple[str, Envelope]], out: IO[str]) -> int:
+    """Stream ``meltano state export``'s document: compact JSON, one trailing newline."""
+    count = 0
+    out.write("{")
+    for state_id, envelope in states:
+        if count:
+            out.write(",")
+        out.write(json.dumps(state_id))
+        out.write(":")
+        out.write(json.dumps(envelope.to_dict(), separators=(",", ":")))
+        count += 1
+    out.write("}\n")
+    return count
+
+
+def import_states(backend: StateBackend, states: dict[str, Envelope]) -> int:
+    """Overwrite every ID in the document; the document was fully validated first."""
+    return backend.put_many(states)

@@ -1,0 +1,334 @@
+"""Resolve ``state_backend.*`` and ``database_uri`` exactly where Meltano finds them.
+
+Precedence, highest first (Meltano's ``SettingValueStore`` order for project settings):
+the process environment (plus Meltano's project variables and the top-level ``env:`` of
+``meltano.yml``), the project's ``.env``, the top-level ``state_backend:`` of
+``meltano.yml`` (nested or dotted keys), then the defaults. ``$VAR``/``${VAR}`` are
+expanded against the same environment, ``.env`` included. Every value remembers where
+it came from, so ``config`` can explain it, and sensitive values never leave unredacted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from state_ext.errors import ConfigurationError
+
+MELTANO_YML = "meltano.yml"
+SCHEME_TO_NAMESPACE = {"gs": "gcs"}
+REDACTED = "(redacted)"
+
+
+@dataclass(frozen=True)
+class SettingDefinition:
+    name: str
+    default: Any = None
+    kind: str = "string"  # string | number
+    sensitive: bool = False
+
+    @property
+    def env_var(self) -> str:
+        return to_env_var(self.name)
+
+
+KNOWN_SETTINGS = [
+    SettingDefinition("state_backend.uri", "systemdb"),
+    SettingDefinition("state_backend.lock_timeout_seconds", 10, "number"),
+    SettingDefinition("state_backend.lock_retry_seconds", 1, "number"),
+    SettingDefinition("state_backend.s3.aws_access_key_id", sensitive=True),
+    SettingDefinition("state_backend.s3.aws_secret_access_key", sensitive=True),
+    SettingDefinition("state_backend.s3.endpoint_url"),
+    SettingDefinition("state_backend.gcs.application_credentials"),
+    SettingDefinition("state_backend.gcs.application_credentials_path"),
+    SettingDefinition("state_backend.gcs.application_credentials_json", sensitive=True),
+    SettingDefinition("state_backend.azure.connection_string", sensitive=True),
+    SettingDefinition("state_backend.azure.storage_account_url"),
+    SettingDefinition("database_uri"),
+]
+_KNOWN = {d.name: d for d in KNOWN_SETTINGS}
+_SENSITIVE_WORDS = ("password", "secret", "token", "key", "connection_string", "credentials_json")
+
+_ENV_VAR_PATTERN = re.compile(r"(?P<escape>\\)?\$(?:{(?P<curly>\w+)}|(?P<normal>[A-Z][A-Z0-9_]*))")
+
+
+def to_env_var(name: str, prefix: str = "MELTANO_") -> str:
+    """Meltano's ``to_env_var``: non-alphanumerics become ``_``, upper-cased."""
+    return prefix + re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
+
+
+def expand_env_vars(value: str, env: dict[str, str]) -> str:
+    """Meltano's ``expand_env_vars``: unknown variables become ''; ``\\$X`` stays literal."""
+
+    def replace(match: re.Match) -> str:
+        var = match["curly"] or match["normal"]
+        if match["escape"]:
+            return f"${{{var}}}" if match["curly"] else f"${var}"
+        return str(env.get(var, ""))
+
+    return _ENV_VAR_PATTERN.sub(replace, value)
+
+
+def is_sensitive(name: str) -> bool:
+    definition = _KNOWN.get(name)
+    if definition is not None:
+        return definition.sensitive
+    last = name.rsplit(".", 1)[-1].lower()
+    return any(word in last for word in _SENSITIVE_WORDS)
+
+
+def redact_uri(uri: str) -> str:
+    """Hide the password (or an S3 secret) in ``scheme://user:secret@host/...``."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return REDACTED
+    if parts.password is None and "@" not in parts.netloc:
+        return uri
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}" if user else f"***@{hostport}"))
+
+
+@dataclass(frozen=True)
+class SettingValue:
+    """One resolved setting and its provenance."""
+
+    name: str
+    value: Any
+    source: str  # env | .env | meltano.yml | default | --uri | unset
+    env_var: str
+    sensitive: bool = False
+
+    def display_value(self) -> Any:
+        if self.value is None:
+            return None
+        if self.sensitive:
+            return REDACTED
+        if isinstance(self.value, str) and "://" in self.value:
+            return redact_uri(self.value)
+        return self.value
+
+
+@dataclass
+class BackendSettings:
+    """Everything a backend needs: its URI, lock settings and its own namespace."""
+
+    uri: str
+    lock_timeout_seconds: float
+    lock_retry_seconds: float
+    options: dict[str, Any] = field(default_factory=dict)
+    project_root: Path | None = None
+    database_uri: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return uri_scheme(self.uri)
+
+
+def uri_scheme(uri: str) -> str:
+    if uri == "systemdb":
+        return "systemdb"
+    if "://" not in uri:
+        raise ConfigurationError(
+            f"Invalid state backend URI {redact_uri(uri)!r}: expected 'systemdb' or "
+            "'<scheme>://...' (file:///path, s3://bucket/prefix, gs://..., azure://...)"
+        )
+    scheme = uri.split("://", 1)[0].lower()
+    if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+        raise ConfigurationError(f"Invalid state backend URI {redact_uri(uri)!r}: bad scheme")
+    return scheme
+
+
+def find_project_root(explicit: str | os.PathLike | None, environ: dict[str, str]) -> Path | None:
+    """``--project-root`` > ``MELTANO_PROJECT_ROOT`` > nearest ``meltano.yml`` upward."""
+    if explicit:
+        root = Path(explicit).expanduser().resolve()
+        if not (root / MELTANO_YML).is_file():
+            raise ConfigurationError(f"No {MELTANO_YML} in project root {root}")
+        return root
+    if environ.get("MELTANO_PROJECT_ROOT"):
+        return Path(environ["MELTANO_PROJECT_ROOT"]).expanduser().resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / MELTANO_YML).is_file():
+            return candidate
+    return None
+
+
+class ProjectSettings:
+    """The project's view of Meltano settings, read once per command."""
+
+    def __init__(
+        self,
+        project_root: str | os.PathLike | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.environ = dict(os.environ if environ is None else environ)
+        self.root = find_project_root(project_root, self.environ)
+
+    # -- sources ---------------------------------------------------------------
+    @cached_property
+    def meltano_yml(self) -> dict:
+        if self.root is None:
+            return {}
+        path = self.root / MELTANO_YML
+        if not path.is_file():
+            return {}
+        import yaml
+
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        try:
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigurationError(f"Cannot read {path}: {_one_line(exc)}") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"Cannot read {path}: the top level is not a mapping")
+        return data
+
+    @cached_property
+    def meltano_yml_settings(self) -> dict[str, Any]:
+        """Top-level settings of meltano.yml flattened to dotted names."""
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    walk(f"{prefix}.{key}" if prefix else str(key), value)
+            else:
+                flat[prefix] = node
+
+        for key in ("state_backend", "database_uri"):
+            if key in self.meltano_yml:
+                walk(key, self.meltano_yml[key])
+        for key, value in self.meltano_yml.items():
+            if isinstance(key, str) and key.startswith("state_backend."):
+                walk(key, value)
+        return flat
+
+    @cached_property
+    def dotenv(self) -> dict[str, str]:
+        if self.root is None:
+            return {}
+        path = self.root / ".env"
+        if not path.is_file():
+            return {}
+        from dotenv import dotenv_values
+
+        return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+    @cached_property
+    def sys_dir_root(self) -> Path | None:
+        if self.environ.get("MELTANO_SYS_DIR_ROOT"):
+            return Path(self.environ["MELTANO_SYS_DIR_ROOT"]).expanduser()
+        return None if self.root is None else self.root / ".meltano"
+
+    @cached_property
+    def env(self) -> dict[str, str]:
+        """The 'environment' store: process env, project variables, meltano.yml ``env:``."""
+        env = dict(self.environ)
+        if self.root is not None:
+            env["MELTANO_PROJECT_ROOT"] = str(self.root)
+            env["MELTANO_SYS_DIR_ROOT"] = str(self.sys_dir_root)
+        yml_env = self.meltano_yml.get("env")
+        if isinstance(yml_env, dict):
+            env.update({str(k): str(v) for k, v in yml_env.items() if v is not None})
+        return env
+
+    @cached_property
+    def expansion_env(self) -> dict[str, str]:
+        return {**self.dotenv, **self.env}
+
+    # -- resolution ------------------------------------------------------------
+    def get(self, name: str) -> SettingValue:
+        definition = _KNOWN.get(name) or SettingDefinition(name)
+        env_var = definition.env_var
+        for source, store, key in (
+            ("env", self.env, env_var),
+            (".env", self.dotenv, env_var),
+            ("meltano.yml", self.meltano_yml_settings, name),
+        ):
+            if key in store and store[key] is not None:
+                value = self._expand(store[key])
+                if value is not None:
+                    return SettingValue(name, value, source, env_var, is_sensitive(name))
+        default = definition.default
+        if name == "database_uri" and self.sys_dir_root is not None:
+            default = f"sqlite:///{self.sys_dir_root / 'meltano.db'}"
+        source = "default" if default is not None else "unset"
+        return SettingValue(name, default, source, env_var, is_sensitive(name))
+
+    def _expand(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        expanded = expand_env_vars(value, self.expansion_env)
+        # Meltano: a value made only of missing variables counts as unset.
+        return None if value and not expanded else expanded
+
+    def namespace_names(self, namespace: str) -> list[str]:
+        """Every ``state_backend.<namespace>.<key>`` set anywhere or known."""
+        prefix = f"state_backend.{namespace}."
+        names = {d.name for d in KNOWN_SETTINGS if d.name.startswith(prefix)}
+        names |= {n for n in self.meltano_yml_settings if n.startswith(prefix)}
+        env_prefix = to_env_var(prefix.rstrip(".")) + "_"
+        for store in (self.env, self.dotenv):
+            for var in store:
+                if var.startswith(env_prefix) and len(var) > len(env_prefix):
+                    names.add(prefix + var[len(env_prefix):].lower())
+        return sorted(names)
+
+    def number(self, name: str) -> float:
+        setting = self.get(name)
+        try:
+            value = float(setting.value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"Setting {name} must be a number, got {setting.value!r} (from {setting.source})"
+            ) from None
+        if value < 0:
+            raise ConfigurationError(f"Setting {name} must not be negative, got {value}")
+        return value
+
+    def backend_settings(self, uri: str | None = None) -> BackendSettings:
+        """Settings for the configured backend, or for ``uri`` when one is given."""
+        uri = uri if uri is not None else self.get("state_backend.uri").value
+        if not uri:
+            raise ConfigurationError("The state backend URI is empty")
+        uri = self._expand(uri) if "$" in uri else uri
+        scheme = uri_scheme(uri)
+        namespace = SCHEME_TO_NAMESPACE.get(scheme, scheme)
+        options = {}
+        for name in self.namespace_names(namespace):
+            value = self.get(name).value
+            if value is not None:
+                options[name.rsplit(".", 1)[-1]] = value
+        return BackendSettings(
+            uri=uri,
+            lock_timeout_seconds=self.number("state_backend.lock_timeout_seconds"),
+            lock_retry_seconds=self.number("state_backend.lock_retry_seconds"),
+            options=options,
+            project_root=self.root,
+            database_uri=self.get("database_uri").value,
+        )
+
+    def describe(self, uri: str | None = None) -> list[SettingValue]:
+        """All settings relevant to the backend in use, for the ``config`` command."""
+        values = [self.get(n) for n in ("state_backend.uri", "state_backend.lock_timeout_seconds",
+                                        "state_backend.lock_retry_seconds", "database_uri")]
+        if uri is not None:
+            values[0] = SettingValue("state_backend.uri", uri, "--uri", values[0].env_var)
+        scheme = uri_scheme(values[0].value or "systemdb")
+        namespace = SCHEME_TO_NAMESPACE.get(scheme, scheme)
+        values += [self.get(n) for n in self.namespace_names(namespace)]
+        return values
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

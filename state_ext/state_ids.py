@@ -1,0 +1,51 @@
+"""Which state IDs are safe to read and write on every backend.
+
+Meltano uses the raw state ID as a folder or object-key prefix, so an ID is a path.
+Everything Meltano itself produces (``dev:tap-x-to-target-y:suffix``, ``a/b``) is
+accepted; IDs that would step outside the store, alias another ID, collide with the
+``state.json``/``lock`` files of another ID, or break line-oriented output are refused
+up front, before any backend is touched.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+from state_ext.errors import InvalidStateIdError
+
+MAX_STATE_ID_LENGTH = 900  # VARCHAR(900) primary key of Meltano's `state` table
+RESERVED_SEGMENTS = {".", "..", "state.json", "lock"}
+
+
+def state_id_problem(state_id: str) -> str | None:
+    """Return why ``state_id`` is refused, or None when it is acceptable."""
+    if not state_id:
+        return "it is empty"
+    if len(state_id) > MAX_STATE_ID_LENGTH:
+        return f"it is longer than {MAX_STATE_ID_LENGTH} characters"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in state_id):
+        return "it contains a control character (NUL, newline, tab, ...)"
+    if state_id.startswith("/"):
+        return "it starts with '/'"
+    if "\\" in state_id:
+        return "it contains '\\'"
+    segments = state_id.split("/")
+    if any(segment == "" for segment in segments):
+        return "it has an empty path segment ('//' or a trailing '/')"
+    reserved = [s for s in segments if s in RESERVED_SEGMENTS]
+    if reserved:
+        return f"it has a reserved path segment {reserved[0]!r}"
+    return None
+
+
+def validate_state_id(state_id: str) -> str:
+    """Return ``state_id`` unchanged, or raise InvalidStateIdError explaining the refusal."""
+    problem = state_id_problem(state_id)
+    if problem:
+        raise InvalidStateIdError(f"Invalid state ID {state_id!r}: {problem}")
+    return state_id
+
+
+def matches(state_id: str, pattern: str | None) -> bool:
+    """Meltano's cloud semantics everywhere: fnmatch, full match, case-sensitive."""
+    return pattern is None or fnmatch.fnmatchcase(state_id, pattern)
