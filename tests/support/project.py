@@ -7,7 +7,6 @@ from pathlib import Path
 import yaml
 
 BASE = {
-    "version": 1,
     "project_id": "state-ext-tests",
     "default_environment": "dev",
     "send_anonymous_usage_stats": False,
