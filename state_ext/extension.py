@@ -45,8 +45,9 @@ class StateExtension(ExtensionBase):
 
     def invoke(self, command_name: str | None, *command_args) -> None:
         """Run one of our own commands, as ``state_extension <command> ...`` would."""
-        from state_ext.main import app
         from typer.main import get_command
+
+        from state_ext.main import app
 
         if not command_name:
             raise ConfigurationError(

@@ -12,7 +12,7 @@ import sys
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -45,11 +45,13 @@ class ListFormat(str, Enum):
 
 
 UriOption = Annotated[
-    Optional[str],
-    typer.Option("--uri", help="Use this state backend instead of the project's state_backend.uri."),
+    str | None,
+    typer.Option(
+        "--uri", help="Use this state backend instead of the project's state_backend.uri."
+    ),
 ]
 ProjectRootOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--project-root", help="Meltano project root (default: MELTANO_PROJECT_ROOT, "
                  "else the nearest meltano.yml upward)."),
 ]
@@ -156,10 +158,10 @@ def main(
 
 
 def _extension(project_root: Path | None = None):
+    import os
+
     from state_ext.extension import StateExtension
     from state_ext.settings import find_project_root
-
-    import os
 
     return StateExtension(project_root=find_project_root(project_root, dict(os.environ)))
 
@@ -170,6 +172,7 @@ def describe(
 ) -> None:
     """Describe the extension's commands (EDK)."""
     from meltano.edk.extension import DescribeFormat as EdkFormat
+
     from state_ext.extension import StateExtension
 
     _out(StateExtension().describe_formatted(EdkFormat(output_format.value)))
@@ -198,7 +201,7 @@ def invoke(ctx: typer.Context, command_args: Annotated[list[str], typer.Argument
 # -- state commands --------------------------------------------------------------------
 @app.command(name="list")
 def list_command(
-    pattern: Annotated[Optional[str], typer.Option(
+    pattern: Annotated[str | None, typer.Option(
         help="fnmatch pattern (full match, case-sensitive), e.g. 'dev:*'.")] = None,
     output_format: Annotated[ListFormat, typer.Option("--format")] = ListFormat.text,
     uri: UriOption = None,
@@ -248,8 +251,8 @@ def get(
 @app.command(name="set")
 def set_command(
     state_id: Annotated[str, typer.Argument()],
-    state: Annotated[Optional[str], typer.Argument(help="State as JSON.")] = None,
-    input_file: Annotated[Optional[Path], typer.Option(
+    state: Annotated[str | None, typer.Argument(help="State as JSON.")] = None,
+    input_file: Annotated[Path | None, typer.Option(
         "--input-file", help="Read the state from this file ('-' for stdin).")] = None,
     force: ForceOption = False,
     no_validate: Annotated[bool, typer.Option(
@@ -275,10 +278,10 @@ def set_command(
 @app.command()
 def merge(
     state_id: Annotated[str, typer.Argument()],
-    state: Annotated[Optional[str], typer.Argument(help="State as JSON.")] = None,
-    input_file: Annotated[Optional[Path], typer.Option(
+    state: Annotated[str | None, typer.Argument(help="State as JSON.")] = None,
+    input_file: Annotated[Path | None, typer.Option(
         "--input-file", help="Read the state from this file ('-' for stdin).")] = None,
-    from_state_id: Annotated[Optional[str], typer.Option(
+    from_state_id: Annotated[str | None, typer.Option(
         "--from-state-id", help="Merge the effective state of this state ID.")] = None,
     uri: UriOption = None,
     project_root: ProjectRootOption = None,
@@ -304,7 +307,7 @@ def merge(
 
 @app.command()
 def clear(
-    state_id: Annotated[Optional[str], typer.Argument()] = None,
+    state_id: Annotated[str | None, typer.Argument()] = None,
     all_states: Annotated[bool, typer.Option("--all", help="Clear every state ID.")] = False,
     force: ForceOption = False,
     uri: UriOption = None,
@@ -377,7 +380,7 @@ def _validate_ids(*state_ids: str) -> None:
 
 @app.command(name="export")
 def export_command(
-    pattern: Annotated[Optional[str], typer.Option(
+    pattern: Annotated[str | None, typer.Option(
         help="Only state IDs matching this fnmatch pattern.")] = None,
     uri: UriOption = None,
     project_root: ProjectRootOption = None,

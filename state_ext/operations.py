@@ -81,7 +81,9 @@ def move_state(src: StateBackend, src_id: str, dst: StateBackend, dst_id: str) -
     src.delete(src_id)
 
 
-def iter_export(backend: StateBackend, pattern: str | None = None) -> Iterator[tuple[str, Envelope]]:
+def iter_export(
+    backend: StateBackend, pattern: str | None = None
+) -> Iterator[tuple[str, Envelope]]:
     ids = backend.list_ids(pattern)
     for state_id, envelope in backend.iter_states(ids):
         if envelope is not None:  # deleted between list and read

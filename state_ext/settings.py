@@ -92,7 +92,8 @@ def redact_uri(uri: str) -> str:
         return uri
     userinfo, _, hostport = parts.netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}" if user else f"***@{hostport}"))
+    netloc = f"{user}:***@{hostport}" if user else f"***@{hostport}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True)

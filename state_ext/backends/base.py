@@ -84,7 +84,7 @@ class StateBackend(ABC):
     def delete_many(self, state_ids: Iterable[str]) -> int:
         return sum(1 for state_id in state_ids if self.delete(state_id))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections; the CLI calls it once per command."""
 
     def __enter__(self) -> StateBackend:

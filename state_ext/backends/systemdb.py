@@ -37,7 +37,8 @@ class SystemDbBackend(StateBackend):
         if not settings.database_uri:
             raise ConfigurationError(
                 "No system database: no Meltano project found (no meltano.yml here or above) "
-                "and MELTANO_DATABASE_URI is not set; use --project-root, or --uri for another backend"
+                "and MELTANO_DATABASE_URI is not set; use --project-root, "
+                "or --uri for another backend"
             )
         self.database_uri = settings.database_uri
 
