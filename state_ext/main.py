@@ -104,8 +104,19 @@ def _backend(uri: str | None, project_root: Path | None):
 
 
 def _confirm(prompt: str, force: bool) -> None:
-    if not force:
-        typer.confirm(prompt, abort=True, err=True)
+    """Ask on stderr (stdout is data); no answer (EOF, as in CI) means no."""
+    if force:
+        return
+    from state_ext.errors import AbortedError
+
+    try:
+        confirmed = typer.confirm(prompt, err=True)
+    except typer.Abort:
+        confirmed = False
+    if not sys.stdin.isatty():
+        sys.stderr.write("\n")  # nothing was echoed: close the prompt line
+    if not confirmed:
+        raise AbortedError()
 
 
 def _read_state_input(state: str | None, input_file: Path | None, names: str) -> str:
