@@ -84,6 +84,27 @@ class StateBackend(ABC):
     def delete_many(self, state_ids: Iterable[str]) -> int:
         return sum(1 for state_id in state_ids if self.delete(state_id))
 
+    # -- checked bulk writes (migrate) ---------------------------------------------
+    def put_many_checked(
+        self, states: dict[str, Envelope], expected: dict[str, str | None], concurrency: int = 8
+    ) -> dict[str, str]:
+        """Write each state under its lock only if the store still holds ``expected[id]``.
+
+        ``expected`` maps an ID to the digest of the envelope planned over (None: absent).
+        Returns the IDs that were not written, with the reason. Stores override this to
+        batch; the default runs per-ID transactions on a thread pool.
+        """
+        return _run_checked(
+            self, states, lambda slot, state_id: slot.write(states[state_id]),
+            expected, concurrency,
+        )
+
+    def delete_many_checked(self, expected: dict[str, str], concurrency: int = 8) -> dict[str, str]:
+        """Delete each ID under its lock only if it still holds ``expected[id]``."""
+        return _run_checked(self, expected, lambda slot, state_id: slot.delete(), expected,
+                            concurrency)
+
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections; the CLI calls it once per command."""
 
@@ -92,3 +113,37 @@ class StateBackend(ABC):
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def digest(envelope: Envelope | None) -> str | None:
+    """A short fingerprint of an envelope's content (None when absent)."""
+    if envelope is None:
+        return None
+    import hashlib
+
+    return hashlib.sha256(envelope.canonical().encode()).hexdigest()
+
+
+def _run_checked(backend, state_ids, action, expected, concurrency) -> dict[str, str]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from state_ext.errors import StateExtError
+
+    def one(state_id: str) -> tuple[str, str | None]:
+        try:
+            with backend.transaction(state_id) as slot:
+                if digest(slot.read()) != expected[state_id]:
+                    return state_id, "changed by another process during the operation"
+                action(slot, state_id)
+        except StateExtError as exc:
+            return state_id, exc.message
+        return state_id, None
+
+    ids = list(state_ids)
+    if concurrency <= 1 or len(ids) <= 1:
+        results = map(one, ids)
+    else:
+        pool = ThreadPoolExecutor(max_workers=concurrency)
+        results = list(pool.map(one, ids))
+        pool.shutdown()
+    return {state_id: reason for state_id, reason in results if reason}

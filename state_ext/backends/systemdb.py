@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
 
-from state_ext.backends.base import StateBackend, StateSlot
+from state_ext.backends.base import StateBackend, StateSlot, digest
 from state_ext.errors import BackendError, ConfigurationError, LockTimeoutError, MissingExtraError
 from state_ext.model import Envelope
 from state_ext.settings import redact_uri
@@ -217,6 +217,64 @@ class SystemDbBackend(StateBackend):
                 chunk = ids[start:start + BATCH]
                 count += conn.execute(t.delete().where(t.c.state_id.in_(chunk))).rowcount
         return count
+
+    # -- checked bulk writes: one transaction per chunk --------------------------
+    def _locked_chunk(self, conn, ids: list[str]) -> dict[str, str | None]:
+        """Lock ``ids`` for this transaction and return the digest each holds now."""
+        from sqlalchemy import select, text
+
+        t = self.table
+        if conn.dialect.name == "postgresql":
+            # sorted: two migrations locking overlapping chunks cannot deadlock
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(i)) FROM unnest(CAST(:ids AS text[])) "
+                     "AS i ORDER BY i"),
+                {"ids": sorted(ids)},
+            )
+        query = select(t.c.state_id, t.c.completed_state, t.c.partial_state).where(
+            t.c.state_id.in_(ids)
+        )
+        if conn.dialect.name != "sqlite":
+            query = query.with_for_update()
+        current = {row[0]: digest(self._envelope(*row)) for row in conn.execute(query)}
+        return {state_id: current.get(state_id) for state_id in ids}
+
+    def put_many_checked(self, states, expected, concurrency=8):
+        t = self.table
+        failures: dict[str, str] = {}
+        items = list(states.items())
+        for start in range(0, len(items), BATCH):
+            chunk = items[start:start + BATCH]
+            now = datetime.now()
+            with self._connect(write=True) as conn:
+                current = self._locked_chunk(conn, [i for i, _ in chunk])
+                ready = []
+                for state_id, envelope in chunk:
+                    if current[state_id] != expected[state_id]:
+                        failures[state_id] = "changed by another process during the operation"
+                    else:
+                        ready.append((state_id, envelope))
+                if ready:
+                    conn.execute(t.delete().where(t.c.state_id.in_([i for i, _ in ready])))
+                    conn.execute(t.insert(), [_row(i, e, now) for i, e in ready])
+        return failures
+
+    def delete_many_checked(self, expected, concurrency=8):
+        t = self.table
+        failures: dict[str, str] = {}
+        ids = list(expected)
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start:start + BATCH]
+            with self._connect(write=True) as conn:
+                current = self._locked_chunk(conn, chunk)
+                ready = [i for i in chunk if current[i] == expected[i]]
+                failures.update({
+                    i: "changed by another process during the operation"
+                    for i in chunk if current[i] != expected[i]
+                })
+                if ready:
+                    conn.execute(t.delete().where(t.c.state_id.in_(ready)))
+        return failures
 
     def close(self) -> None:
         engine = self.__dict__.get("engine")

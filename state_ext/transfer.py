@@ -1,0 +1,221 @@
+"""Move state between two backends exactly, safely and resumably (migrate, copy --to, diff).
+
+The engine walks the source's IDs in chunks, so memory stays flat whatever the number of
+states (only IDs and short digests are kept), in up to four passes:
+
+1. plan: read both sides, classify each ID (copy, identical, conflict); conflicts are
+   decided by ``on_conflict`` before anything is written, and ``--dry-run`` stops here;
+2. write: under the destination's lock, and only if the destination still holds what was
+   planned over (so a pipeline writing meanwhile is never clobbered);
+3. verify: read every written ID back and compare it with the source;
+4. delete the source (``--delete-source``) ID by ID, only once verified and only if the
+   source still holds what was copied.
+
+Envelopes travel whole (completed and partial halves, never flattened). A re-run skips
+what is already identical, so an interrupted migration completes by running it again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from state_ext.backends.base import StateBackend, digest
+from state_ext.errors import ConfigurationError
+from state_ext.state_ids import validate_state_id
+
+CHUNK = 500
+ON_CONFLICT = ("fail", "skip", "overwrite")
+Progress = Callable[[str, int, int], None]  # phase, done, total
+
+
+@dataclass
+class TransferReport:
+    source: str
+    destination: str
+    dry_run: bool = False
+    on_conflict: str = "fail"
+    total: int = 0
+    copied: int = 0
+    overwritten: int = 0
+    identical: int = 0
+    conflicts: list[str] = field(default_factory=list)
+    skipped_conflicts: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    mismatched: list[str] = field(default_factory=list)
+    deleted_from_source: int = 0
+    elapsed_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        blocked = bool(self.conflicts) and self.on_conflict == "fail"
+        return not (blocked or self.failed or self.mismatched)
+
+    @property
+    def states_per_second(self) -> float:
+        return round(self.total / self.elapsed_seconds, 1) if self.elapsed_seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source, "destination": self.destination, "dry_run": self.dry_run,
+            "on_conflict": self.on_conflict, "total": self.total, "copied": self.copied,
+            "overwritten": self.overwritten, "identical": self.identical,
+            "conflicts": self.conflicts, "skipped_conflicts": self.skipped_conflicts,
+            "failed": self.failed, "mismatched": self.mismatched,
+            "deleted_from_source": self.deleted_from_source,
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "states_per_second": self.states_per_second, "ok": self.ok,
+        }
+
+
+def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _read(backend: StateBackend, ids: Iterable[str]) -> dict:
+    return dict(backend.iter_states(list(ids)))
+
+
+def ensure_distinct(src: StateBackend, dst: StateBackend) -> None:
+    if src.label == dst.label:
+        raise ConfigurationError(f"Source and destination are the same backend: {src.label}")
+
+
+def transfer(
+    src: StateBackend,
+    dst: StateBackend,
+    pairs: list[tuple[str, str]] | None = None,
+    *,
+    pattern: str | None = None,
+    on_conflict: str = "fail",
+    dry_run: bool = False,
+    delete_source: bool = False,
+    concurrency: int = 8,
+    progress: Progress | None = None,
+) -> TransferReport:
+    """Copy ``pairs`` (source ID, destination ID), or every ID matching ``pattern``."""
+    if on_conflict not in ON_CONFLICT:
+        raise ConfigurationError(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}")
+    started = time.monotonic()
+    progress = progress or (lambda phase, done, total: None)
+    report = TransferReport(src.label, dst.label, dry_run=dry_run, on_conflict=on_conflict)
+    if pairs is None:
+        pairs = [(i, i) for i in src.list_ids(pattern)]
+    for src_id, dst_id in pairs:
+        validate_state_id(src_id), validate_state_id(dst_id)
+    report.total = len(pairs)
+
+    # 1. plan
+    to_write: list[tuple[str, str]] = []
+    planned_dst: dict[str, str | None] = {}
+    copied_digest: dict[str, str] = {}  # source ID -> digest of what it held
+    for done, chunk in enumerate(_chunks(pairs)):
+        source = _read(src, (s for s, _ in chunk))
+        target = _read(dst, (d for _, d in chunk))
+        for src_id, dst_id in chunk:
+            src_digest, dst_digest = digest(source[src_id]), digest(target[dst_id])
+            if src_digest is None:
+                report.failed[src_id] = "no state at the source (deleted meanwhile?)"
+                continue
+            copied_digest[src_id] = src_digest
+            if dst_digest == src_digest:
+                report.identical += 1
+                continue
+            if dst_digest is not None:
+                if on_conflict == "fail":
+                    report.conflicts.append(dst_id)
+                    continue
+                if on_conflict == "skip":
+                    report.skipped_conflicts.append(dst_id)
+                    del copied_digest[src_id]
+                    continue
+            to_write.append((src_id, dst_id))
+            planned_dst[dst_id] = dst_digest
+        progress("plan", min((done + 1) * CHUNK, len(pairs)), len(pairs))
+    _count(report, to_write, planned_dst)
+    if dry_run or not report.ok:
+        report.elapsed_seconds = time.monotonic() - started
+        return report
+
+    # 2. write, under the destination's lock, if it still holds what we planned over
+    written: list[tuple[str, str]] = []
+    for done, chunk in enumerate(_chunks(to_write)):
+        source = _read(src, (s for s, _ in chunk))
+        states = {}
+        for src_id, dst_id in chunk:
+            if digest(source[src_id]) != copied_digest[src_id]:
+                report.failed[dst_id] = "the source changed during the migration; run it again"
+                continue
+            states[dst_id] = source[src_id]
+        failures = dst.put_many_checked(
+            states, {d: planned_dst[d] for d in states}, concurrency=concurrency
+        )
+        report.failed.update(failures)
+        written += [(s, d) for s, d in chunk if d in states and d not in failures]
+        progress("write", min((done + 1) * CHUNK, len(to_write)), len(to_write))
+    _count(report, written, planned_dst)
+
+    # 3. verify what we wrote
+    for chunk in _chunks(written):
+        target = _read(dst, (d for _, d in chunk))
+        report.mismatched += [
+            d for s, d in chunk if digest(target[d]) != copied_digest[s]
+        ]
+
+    # 4. delete the source, ID by ID, once verified
+    if delete_source:
+        bad = set(report.mismatched) | set(report.failed)
+        verified = {
+            s: copied_digest[s] for s, d in pairs
+            if s in copied_digest and d not in bad and s not in bad
+        }
+        failures = src.delete_many_checked(verified, concurrency=concurrency)
+        report.failed.update({s: f"not deleted from the source: {r}" for s, r in failures.items()})
+        report.deleted_from_source = len(verified) - len(failures)
+    report.elapsed_seconds = time.monotonic() - started
+    return report
+
+
+def _count(report: TransferReport, pairs, planned_dst) -> None:
+    report.overwritten = sum(1 for _, d in pairs if planned_dst[d] is not None)
+    report.copied = len(pairs) - report.overwritten
+
+
+@dataclass
+class DiffReport:
+    source: str
+    destination: str
+    only_in_source: list[str] = field(default_factory=list)
+    only_in_destination: list[str] = field(default_factory=list)
+    different: list[str] = field(default_factory=list)
+    identical: int = 0
+
+    @property
+    def same(self) -> bool:
+        return not (self.only_in_source or self.only_in_destination or self.different)
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source, "destination": self.destination,
+            "only_in_source": self.only_in_source,
+            "only_in_destination": self.only_in_destination,
+            "different": self.different, "identical": self.identical, "same": self.same,
+        }
+
+
+def diff(src: StateBackend, dst: StateBackend, pattern: str | None = None) -> DiffReport:
+    """Which IDs exist on one side only, and which hold different envelopes."""
+    report = DiffReport(src.label, dst.label)
+    source_ids, target_ids = set(src.list_ids(pattern)), set(dst.list_ids(pattern))
+    report.only_in_source = sorted(source_ids - target_ids)
+    report.only_in_destination = sorted(target_ids - source_ids)
+    for chunk in _chunks(sorted(source_ids & target_ids)):
+        source, target = _read(src, chunk), _read(dst, chunk)
+        for state_id in chunk:
+            if digest(source[state_id]) == digest(target[state_id]):
+                report.identical += 1
+            else:
+                report.different.append(state_id)
+    return report
