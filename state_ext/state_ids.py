@@ -10,6 +10,7 @@ up front, before any backend is touched.
 from __future__ import annotations
 
 import fnmatch
+from functools import lru_cache
 
 from state_ext.errors import InvalidStateIdError
 
@@ -17,6 +18,7 @@ MAX_STATE_ID_LENGTH = 900  # VARCHAR(900) primary key of Meltano's `state` table
 RESERVED_SEGMENTS = {".", "..", "state.json", "lock"}
 
 
+@lru_cache(maxsize=65536)  # bulk operations validate each ID several times
 def state_id_problem(state_id: str) -> str | None:
     """Return why ``state_id`` is refused, or None when it is acceptable."""
     if not state_id:
