@@ -19,7 +19,8 @@ from state_ext.errors import ConfigurationError
 log = structlog.get_logger(APP_NAME)
 
 STATE_COMMANDS = [
-    "list", "get", "set", "merge", "clear", "copy", "move", "export", "import", "config",
+    "list", "get", "set", "merge", "clear", "copy", "move", "migrate", "diff", "export",
+    "import", "config",
 ]
 BUNDLE = "bundle"
 # Files in the bundle whose deployed name differs (dotfiles do not travel well in wheels).
@@ -49,12 +50,26 @@ class StateExtension(ExtensionBase):
 
         from state_ext.main import app
 
-        if not command_name:
+        command = get_command(app).commands.get(command_name or "")
+        if command_name not in STATE_COMMANDS or command is None:
             raise ConfigurationError(
-                f"invoke needs a command: one of {', '.join(STATE_COMMANDS)}"
+                f"invoke needs a state command, one of: {', '.join(STATE_COMMANDS)}"
             )
-        args = [str(a) if not isinstance(a, bytes) else a.decode() for a in command_args]
-        get_command(app).main(args=[command_name, *args], prog_name=APP_NAME)
+        args = [a.decode() if isinstance(a, bytes) else str(a) for a in command_args]
+        # The command alone, not the whole app: logging stays as the caller configured it.
+        command.main(args=args, prog_name=f"{APP_NAME} {command_name}")
+
+    def describe_formatted(self, output_format=None) -> str:
+        """EDK's text format prints nothing useful for slotted dataclasses: write our own."""
+        from meltano.edk.extension import DescribeFormat
+
+        if output_format not in (None, DescribeFormat.text):
+            return super().describe_formatted(output_format)
+        lines = []
+        for command in self.describe().commands:
+            lines.append(f"{command.name}: {command.description}")
+            lines.append(f"  commands: {', '.join(command.commands)}")
+        return "\n".join(lines)
 
     def initialize(self, force: bool = False) -> None:
         """Deploy ``files_state_ext/bundle`` into the project; idempotent.

@@ -58,9 +58,22 @@ ProjectRootOption = Annotated[
 ForceOption = Annotated[bool, typer.Option("--force", help="Do not ask for confirmation.")]
 
 
+_LOGGING: dict = {}  # the callback's options; applied on first use (keeps --help fast)
+
+
 def _log():
     import structlog
 
+    if _LOGGING.get("pending"):
+        from meltano.edk.logging import default_logging_config, parse_log_level
+
+        _LOGGING["pending"] = False
+        default_logging_config(
+            level=parse_log_level(_LOGGING["level"]),
+            timestamps=_LOGGING["timestamps"],
+            levels=_LOGGING["levels"],
+            json_format=_LOGGING["json"],
+        )
     return structlog.get_logger(APP_NAME)
 
 
@@ -109,13 +122,13 @@ def _confirm(prompt: str, force: bool) -> None:
         return
     from state_ext.errors import AbortedError
 
-    try:
-        confirmed = typer.confirm(prompt, err=True)
-    except typer.Abort:
-        confirmed = False
-    if not sys.stdin.isatty():
-        sys.stderr.write("\n")  # nothing was echoed: close the prompt line
-    if not confirmed:
+    # Not click.confirm: it echoes the prompt to stderr but a space to stdout.
+    sys.stderr.write(f"{prompt} [y/N]: ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    if not answer.endswith("\n"):
+        sys.stderr.write("\n")  # EOF left the prompt line open
+    if answer.strip().lower() not in ("y", "yes"):
         raise AbortedError()
 
 
@@ -158,14 +171,9 @@ def main(
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
-    from meltano.edk.logging import default_logging_config, parse_log_level
-
-    default_logging_config(
-        level=parse_log_level(log_level),
-        timestamps=log_timestamps,
-        levels=log_levels,
-        json_format=meltano_log_json,
-    )
+    _LOGGING.update(pending=True, level=log_level, timestamps=log_timestamps,
+                    levels=log_levels, json=meltano_log_json)
+    _log()
 
 
 def _extension(project_root: Path | None = None):

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from state_ext.errors import ConfigurationError
 
@@ -82,18 +81,27 @@ def is_sensitive(name: str) -> bool:
     return any(word in last for word in _SENSITIVE_WORDS)
 
 
+_SENSITIVE_QUERY = re.compile(r"(?i)([?&;](?:[^=&;]*(?:password|passwd|pwd|secret|token|key|"
+                              r"signature|sig|credential)[^=&;]*)=)[^&;#]*")
+
+
 def redact_uri(uri: str) -> str:
-    """Hide the password (or an S3 secret) in ``scheme://user:secret@host/...``."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return REDACTED
-    if parts.password is None and "@" not in parts.netloc:
+    """Hide secrets in a URI: the password of ``user:secret@``, and secret-looking query values.
+
+    Secrets may contain ``/`` (AWS keys often do), which ends ``urlsplit``'s netloc early,
+    so the userinfo is taken up to the last ``@`` of the whole URI instead. For ``s3://``
+    the user part is an access key ID and is hidden too.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
         return uri
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    netloc = f"{user}:***@{hostport}" if user else f"***@{hostport}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    if "@" in rest:
+        userinfo, _, after = rest.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        if scheme.lower() == "s3":
+            user = "***"
+        rest = f"{user}:***@{after}" if has_password else f"{user}@{after}"
+    return _SENSITIVE_QUERY.sub(r"\1***", f"{scheme}://{rest}")
 
 
 @dataclass(frozen=True)
@@ -155,7 +163,10 @@ def find_project_root(explicit: str | os.PathLike | None, environ: dict[str, str
         return root
     if environ.get("MELTANO_PROJECT_ROOT"):
         return Path(environ["MELTANO_PROJECT_ROOT"]).expanduser().resolve()
-    here = Path.cwd().resolve()
+    try:
+        here = Path.cwd().resolve()
+    except FileNotFoundError:  # the working directory was deleted
+        return None
     for candidate in (here, *here.parents):
         if (candidate / MELTANO_YML).is_file():
             return candidate
@@ -299,10 +310,10 @@ class ProjectSettings:
 
     def backend_settings(self, uri: str | None = None) -> BackendSettings:
         """Settings for the configured backend, or for ``uri`` when one is given."""
+        # the configured value was expanded once by get(); an explicit --uri is used as given
         uri = uri if uri is not None else self.get("state_backend.uri").value
         if not uri:
             raise ConfigurationError("The state backend URI is empty")
-        uri = self._expand(uri) if "$" in uri else uri
         scheme = uri_scheme(uri)
         namespace = SCHEME_TO_NAMESPACE.get(scheme, scheme)
         options = {}
