@@ -1,0 +1,1 @@
+"""The command line, split by concern; `state_ext.main` assembles it."""

@@ -1,0 +1,176 @@
+"""What every command shares: the typer app, option types, error handling, I/O.
+
+Only typer is imported here: structlog, SQLAlchemy and the cloud SDKs are imported inside
+the functions that need them, so ``--help`` stays fast. stdout carries data only; logs
+and prompts go to stderr; an expected error is one log line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from state_ext import APP_NAME
+
+app = typer.Typer(
+    name=APP_NAME,
+    help="Read, write, copy and migrate Meltano state on every state backend.",
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+    no_args_is_help=False,
+)
+
+
+class DescribeFormat(str, Enum):
+    text = "text"
+    json = "json"
+    yaml = "yaml"
+
+
+class GetFormat(str, Enum):
+    json = "json"
+    pretty = "pretty"
+
+
+class ListFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+UriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--uri", help="Use this state backend instead of the project's state_backend.uri."
+    ),
+]
+ProjectRootOption = Annotated[
+    Path | None,
+    typer.Option("--project-root", help="Meltano project root (default: MELTANO_PROJECT_ROOT, "
+                 "else the nearest meltano.yml upward)."),
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Do not ask for confirmation.")]
+
+
+LOGGING_OPTIONS: dict = {}  # the callback's options; applied on first use (keeps --help fast)
+
+
+def log():
+    import structlog
+
+    if LOGGING_OPTIONS.get("pending"):
+        from meltano.edk.logging import default_logging_config, parse_log_level
+
+        LOGGING_OPTIONS["pending"] = False
+        default_logging_config(
+            level=parse_log_level(LOGGING_OPTIONS["level"]),
+            timestamps=LOGGING_OPTIONS["timestamps"],
+            levels=LOGGING_OPTIONS["levels"],
+            json_format=LOGGING_OPTIONS["json"],
+        )
+    return structlog.get_logger(APP_NAME)
+
+
+class UsageError(Exception):
+    """Wrong combination of arguments: exit 2, like click."""
+
+
+@contextmanager
+def handled():
+    """Turn expected failures into one stderr line and the right exit code."""
+    from state_ext.errors import StateExtError
+
+    try:
+        yield
+    except StateExtError as exc:
+        log().error(exc.message)
+        raise typer.Exit(exc.exit_code) from None
+    except UsageError as exc:
+        log().error(str(exc))
+        raise typer.Exit(2) from None
+    except (typer.Abort, EOFError):
+        log().error("Aborted!")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        log().error("Interrupted")
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def state_backend(uri: str | None, project_root: Path | None):
+    from state_ext.backends import open_backend
+    from state_ext.settings import ProjectSettings
+
+    settings = ProjectSettings(project_root).backend_settings(uri)
+    backend = open_backend(settings, warn=lambda message: log().warning(message))
+    log().debug("using state backend", backend=backend.label)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def confirm(prompt: str, force: bool) -> None:
+    """Ask on stderr (stdout is data); no answer (EOF, as in CI) means no."""
+    if force:
+        return
+    from state_ext.errors import AbortedError
+
+    # Not click.confirm: it echoes the prompt to stderr but a space to stdout.
+    sys.stderr.write(f"{prompt} [y/N]: ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    if not answer.endswith("\n"):
+        sys.stderr.write("\n")  # EOF left the prompt line open
+    if answer.strip().lower() not in ("y", "yes"):
+        raise AbortedError()
+
+
+def read_state_input(state: str | None, input_file: Path | None, names: str) -> str:
+    if (state is None) == (input_file is None):
+        raise UsageError(f"Must provide exactly one of: {names}")
+    if input_file is None:
+        return state
+    return read_text(input_file, "--input-file")
+
+
+def read_text(path: Path, what: str) -> str:
+    if str(path) == "-":
+        return sys.stdin.read()
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"Invalid value for {what}: file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"Invalid value for {what}: cannot read {str(path)!r}: {exc}") from None
+
+
+def out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+
+ToOption = Annotated[
+    str | None,
+    typer.Option("--to", help="Destination backend URI (default: the same backend)."),
+]
+
+
+def validate_ids(*state_ids: str) -> None:
+    from state_ext.state_ids import validate_state_id
+
+    for state_id in state_ids:
+        validate_state_id(state_id)
+
+
+class OnConflict(str, Enum):
+    fail = "fail"
+    skip = "skip"
+    overwrite = "overwrite"
+
+

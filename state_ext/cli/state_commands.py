@@ -1,0 +1,225 @@
+"""The everyday state commands, named and shaped like ``meltano state``'s."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from state_ext.cli.common import (
+    ForceOption,
+    GetFormat,
+    ListFormat,
+    ProjectRootOption,
+    UriOption,
+    UsageError,
+    app,
+    confirm,
+    handled,
+    log,
+    out,
+    read_state_input,
+    read_text,
+    state_backend,
+)
+
+
+# -- state commands --------------------------------------------------------------------
+@app.command(name="list")
+def list_command(
+    pattern: Annotated[str | None, typer.Option(
+        help="fnmatch pattern (full match, case-sensitive), e.g. 'dev:*'.")] = None,
+    output_format: Annotated[ListFormat, typer.Option("--format")] = ListFormat.text,
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """List state IDs, one per line (or a JSON array with --format json)."""
+    from state_ext import operations
+
+    with handled(), state_backend(uri, project_root) as backend:
+        ids = operations.list_ids(backend, pattern)
+        if output_format is ListFormat.json:
+            out(json.dumps(ids))
+        elif not ids:
+            log().info("No state IDs found.")
+        elif sys.stdout.isatty():
+            _print_colored(backend, ids)
+        else:
+            out("\n".join(ids))
+
+
+def _print_colored(backend, ids) -> None:
+    """Meltano's colours on a terminal: green valid, red without singer_state, yellow empty."""
+    for state_id, envelope in backend.iter_states(ids):
+        state = envelope.effective() if envelope else {}
+        colour = "yellow" if not state else ("green" if "singer_state" in state else "red")
+        typer.secho(state_id, fg=colour)
+
+
+@app.command()
+def get(
+    state_id: Annotated[str, typer.Argument(help="State ID, e.g. dev:tap-x-to-target-y.")],
+    output_format: Annotated[GetFormat, typer.Option("--format")] = GetFormat.json,
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Print a state ID's effective state (partial merged onto completed); {} if none."""
+    from state_ext import operations
+
+    with handled(), state_backend(uri, project_root) as backend:
+        state = operations.effective_state(backend, state_id)
+        if output_format is GetFormat.pretty:
+            out(json.dumps(state, indent=2))
+        else:
+            out(json.dumps(state, separators=(",", ":")))
+
+
+@app.command(name="set")
+def set_command(
+    state_id: Annotated[str, typer.Argument()],
+    state: Annotated[str | None, typer.Argument(help="State as JSON.")] = None,
+    input_file: Annotated[Path | None, typer.Option(
+        "--input-file", help="Read the state from this file ('-' for stdin).")] = None,
+    force: ForceOption = False,
+    no_validate: Annotated[bool, typer.Option(
+        "--no-validate", help="Do not require a top-level singer_state key.")] = False,
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Replace a state ID's state (completed = STATE, partial = {})."""
+    from state_ext import operations
+    from state_ext.model import parse_state_argument
+    from state_ext.state_ids import validate_state_id
+
+    with handled():
+        validate_state_id(state_id)
+        text = read_state_input(state, input_file, "--input-file, STATE")
+        value = parse_state_argument(text, validate=not no_validate)
+        with state_backend(uri, project_root) as backend:
+            confirm("This will overwrite the state's current value. Continue?", force)
+            operations.set_state(backend, state_id, value)
+        log().info(f"State for {state_id} was successfully set")
+
+
+@app.command()
+def merge(
+    state_id: Annotated[str, typer.Argument()],
+    state: Annotated[str | None, typer.Argument(help="State as JSON.")] = None,
+    input_file: Annotated[Path | None, typer.Option(
+        "--input-file", help="Read the state from this file ('-' for stdin).")] = None,
+    from_state_id: Annotated[str | None, typer.Option(
+        "--from-state-id", help="Merge the effective state of this state ID.")] = None,
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Deep-merge a state into a state ID's partial state (as an interrupted run would)."""
+    from state_ext import operations
+    from state_ext.model import parse_state_argument
+    from state_ext.state_ids import validate_state_id
+
+    with handled():
+        validate_state_id(state_id)
+        given = [x for x in (state, input_file, from_state_id) if x is not None]
+        if len(given) != 1:
+            raise UsageError("Must provide exactly one of: --from-state-id, --input-file, STATE")
+        with state_backend(uri, project_root) as backend:
+            if from_state_id is not None:
+                operations.merge_from_state_id(backend, from_state_id, state_id)
+            else:
+                text = read_state_input(state, input_file, "--input-file, STATE")
+                operations.merge_state(backend, state_id, parse_state_argument(text, validate=True))
+        log().info(f"State for {state_id} was successfully merged")
+
+
+@app.command()
+def clear(
+    state_id: Annotated[str | None, typer.Argument()] = None,
+    all_states: Annotated[bool, typer.Option("--all", help="Clear every state ID.")] = False,
+    force: ForceOption = False,
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Delete a state ID's state, or every state with --all."""
+    from state_ext import operations
+    from state_ext.state_ids import validate_state_id
+
+    with handled():
+        if (state_id is None) == (not all_states):
+            raise UsageError("Must provide exactly one of: --all, STATE_ID")
+        if state_id is not None:
+            validate_state_id(state_id)
+        with state_backend(uri, project_root) as backend:
+            confirm("This will clear state for the job(s). Continue?", force)
+            if all_states:
+                count = operations.clear_all(backend)
+                log().info(f"{count} state(s) were successfully cleared")
+            elif operations.clear_state(backend, state_id):
+                log().info(f"State for {state_id} was successfully cleared")
+            else:
+                log().warning(f"No state found for {state_id}; nothing to clear")
+
+
+
+@app.command(name="export")
+def export_command(
+    pattern: Annotated[str | None, typer.Option(
+        help="Only state IDs matching this fnmatch pattern.")] = None,
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Print every state as the JSON document of `meltano state export`."""
+    from state_ext import operations
+
+    with handled(), state_backend(uri, project_root) as backend:
+        count = operations.write_export(operations.iter_export(backend, pattern), sys.stdout)
+        log().info(f"Exported {count} state(s).")
+
+
+@app.command(name="import")
+def import_command(
+    input_file: Annotated[Path, typer.Argument(
+        help="Document of `meltano state export` ('-' or nothing for stdin).")] = Path("-"),
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Overwrite the state of every state ID in an export document."""
+    from state_ext import operations
+    from state_ext.model import parse_export_document
+
+    with handled():
+        text = read_text(input_file, "INPUT_FILE")
+        states = parse_export_document(text, warn=lambda message: log().warning(message))
+        with state_backend(uri, project_root) as backend:
+            count = operations.import_states(backend, states)
+        log().info(f"Successfully imported {count} state(s).")
+
+
+@app.command()
+def config(
+    output_format: Annotated[ListFormat, typer.Option("--format")] = ListFormat.text,
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Show the resolved state backend settings and where each came from (secrets redacted)."""
+    from state_ext.settings import ProjectSettings
+
+    with handled():
+        settings = ProjectSettings(project_root)
+        values = settings.describe(uri)
+        if output_format is ListFormat.json:
+            out(json.dumps({
+                "project_root": None if settings.root is None else str(settings.root),
+                "settings": {
+                    v.name: {"value": v.display_value(), "source": v.source, "env": v.env_var}
+                    for v in values
+                },
+            }, indent=2))
+            return
+        out(f"project_root: {settings.root if settings.root else '(none)'}")
+        for v in values:
+            shown = "(unset)" if v.value is None else v.display_value()
+            out(f"{v.name}: {shown}  [{v.source}; env {v.env_var}]")
+
