@@ -8,6 +8,7 @@ carry the envelope exactly (both halves), ``export``/``import`` use the document
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import IO
@@ -91,10 +92,16 @@ def iter_export(
 
 
 def write_export(states: Iterator[tuple[str, Envelope]], out: IO[str]) -> int:
-    """Stream ``meltano state export``'s document: compact JSON, one trailing newline."""
-    count = 0
+    """Stream ``meltano state export``'s document: compact JSON, one trailing newline.
+
+    The first state is read before anything is written, so a store that cannot be read
+    leaves stdout empty.
+    """
+    states = iter(states)
+    first = next(states, None)
     out.write("{")
-    for state_id, envelope in states:
+    count = 0
+    for state_id, envelope in itertools.chain([first] if first else [], states):
         if count:
             out.write(",")
         out.write(json.dumps(state_id))

@@ -10,6 +10,7 @@ it came from, so ``config`` can explain it, and sensitive values never leave unr
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -304,8 +305,11 @@ class ProjectSettings:
             raise ConfigurationError(
                 f"Setting {name} must be a number, got {setting.value!r} (from {setting.source})"
             ) from None
-        if value < 0:
-            raise ConfigurationError(f"Setting {name} must not be negative, got {value}")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigurationError(
+                f"Setting {name} must be a finite number >= 0, got {setting.value!r} "
+                f"(from {setting.source})"
+            )
         return value
 
     def backend_settings(self, uri: str | None = None) -> BackendSettings:

@@ -21,6 +21,7 @@ from state_ext.backends.base import StateBackend, StateSlot, digest
 from state_ext.backends.locks import HeldLock, LockPrimitives, hold_lock
 from state_ext.errors import BackendError, ConfigurationError, StateExtError
 from state_ext.model import Envelope
+from state_ext.settings import redact_uri
 from state_ext.state_ids import matches, validate_state_id
 
 STATE_FILE = "state.json"
@@ -32,12 +33,13 @@ BATCH = 500  # bulk writes hold at most this many locks at once
 def state_dir_from_uri(uri: str) -> Path:
     parts = urlsplit(uri)
     if parts.netloc not in ("", "localhost"):
+        host = parts.netloc.rpartition("@")[2]
         raise ConfigurationError(
-            f"Invalid file URI {uri!r}: the path must be absolute, as in file:///path/to/state "
-            f"(here {parts.netloc!r} would be read as a host)"
+            f"Invalid file URI {redact_uri(uri)!r}: the path must be absolute, as in "
+            f"file:///path/to/state (here {host!r} would be read as a host)"
         )
     if not parts.path or parts.path == "/":
-        raise ConfigurationError(f"Invalid file URI {uri!r}: it names no directory")
+        raise ConfigurationError(f"Invalid file URI {redact_uri(uri)!r}: it names no directory")
     # `file:///${MELTANO_SYS_DIR_ROOT}/state` expands to four slashes: still one path.
     return Path("/" + parts.path.lstrip("/"))
 
@@ -110,28 +112,16 @@ class FileBackend(StateBackend, LockPrimitives):
         finally:
             self._prune(directory)  # a delete or a failed write leaves no empty folder
 
-    # -- bulk writes: one sync per batch instead of two fsyncs per state -----------
+    # -- bulk writes ----------------------------------------------------------------
     def put_many(self, states: dict[str, Envelope]) -> int:
-        failures = self._write_batches(states, None)
-        if failures:
-            state_id, reason = next(iter(sorted(failures.items())))
-            raise BackendError(f"State {state_id!r} was not written: {reason}")
+        """Import: lock every ID first, so that one lock we cannot take writes nothing."""
+        with ExitStack() as held:
+            slots = [held.enter_context(self.transaction(i)) for i in sorted(states)]
+            self._write_slots(slots, states)
         return len(states)
 
     def put_many_checked(self, states, expected, concurrency=8):
-        return self._write_batches(states, expected, concurrency)
-
-    def _write_batches(self, states, expected, concurrency: int = 8) -> dict[str, str]:
-        """Lock a batch (sorted, so two bulk writers cannot deadlock), check, write.
-
-        Each state is still written to a temporary file, fsynced and renamed over
-        ``state.json``, so readers see the old or the new envelope, never a mix; the
-        fsyncs of a batch run on a thread pool so the filesystem journal commits them
-        together instead of one after another.
-        """
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+        """Migrate: per batch, lock (sorted, so bulk writers cannot deadlock), check, write."""
         failures: dict[str, str] = {}
         ids = sorted(states)
         for start in range(0, len(ids), BATCH):
@@ -140,20 +130,23 @@ class FileBackend(StateBackend, LockPrimitives):
                 for state_id in ids[start:start + BATCH]:
                     try:
                         slot = held.enter_context(self.transaction(state_id))
-                        if expected is not None and digest(slot.read()) != expected[state_id]:
+                        if digest(slot.read()) != expected[state_id]:
                             failures[state_id] = "changed by another process during the operation"
                             continue
                     except StateExtError as exc:
                         failures[state_id] = exc.message
                         continue
                     ready.append(slot)
-                try:
-                    list(pool.map(lambda slot: slot.write(states[slot.state_id]), ready))
-                except StateExtError:
-                    pool.shutdown(cancel_futures=True)
-                    raise
-        pool.shutdown()
+                self._write_slots(ready, states, concurrency)
         return failures
+
+    @staticmethod
+    def _write_slots(slots: list[_FileSlot], states, concurrency: int = 8) -> None:
+        """Atomic writes, fsynced on a thread pool: the journal commits them together."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            list(pool.map(lambda slot: slot.write(states[slot.state_id]), slots))
 
     def _prune(self, directory: Path) -> None:
         """Remove folders left empty by a delete, up to (not including) the root."""
@@ -219,33 +212,19 @@ class _FileSlot(StateSlot):
         return self.backend.get(self.state_id)
 
     def write(self, envelope: Envelope) -> None:
-        self.commit(self.stage(envelope, fsync=True))
-        _fsync_dir(self.directory)
-
-    def stage(self, envelope: Envelope, *, fsync: bool = False) -> Path:
-        """Write the envelope to a temporary file beside ``state.json``."""
+        """Temporary file beside ``state.json``, fsync, rename: old or new, never half."""
+        target = self.directory / STATE_FILE
         tmp = self.directory / f".state.json.{uuid.uuid4().hex}.tmp"
         try:
             with open(tmp, "x", encoding="utf-8") as handle:
                 handle.write(envelope.to_json())
-                if fsync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise BackendError(
-                f"Cannot write {self.directory / STATE_FILE}: {_describe(exc)}"
-            ) from None
-        return tmp
-
-    def commit(self, tmp: Path) -> None:
-        """Atomically replace ``state.json`` with a staged file."""
-        target = self.directory / STATE_FILE
-        try:
+                handle.flush()
+                os.fsync(handle.fileno())
             os.replace(tmp, target)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise BackendError(f"Cannot write {target}: {_describe(exc)}") from None
+        _fsync_dir(self.directory)
 
     def delete(self) -> bool:
         try:

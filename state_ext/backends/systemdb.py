@@ -55,7 +55,7 @@ class SystemDbBackend(StateBackend):
 
         try:
             url = make_url(self.database_uri)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             raise ConfigurationError(
                 f"Invalid database_uri {redact_uri(self.database_uri)!r}"
             ) from None
@@ -93,8 +93,9 @@ class SystemDbBackend(StateBackend):
             ) from None
         if backend == "sqlite":
             @event.listens_for(engine, "begin")
-            def _begin_immediate(conn):  # take SQLite's write lock up front
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            def _begin(conn):
+                # writes take SQLite's write lock up front; reads never wait for a writer
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
         return engine
 
     @cached_property
@@ -117,6 +118,7 @@ class SystemDbBackend(StateBackend):
 
         try:
             with self.engine.connect() as conn:
+                conn.info["write"] = False
                 if not self.__dict__.get("_table_checked"):
                     if not inspect(conn).has_table("state"):
                         raise BackendError(
@@ -125,7 +127,12 @@ class SystemDbBackend(StateBackend):
                         )
                     self._table_checked = True
                     conn.rollback()
+                conn.info["write"] = write
                 with conn.begin():
+                    if write and conn.dialect.name == "postgresql":
+                        # row and advisory lock waits end after lock_timeout_seconds
+                        timeout_ms = max(1, int(self.settings.lock_timeout_seconds * 1000))
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
                     yield conn
         except DBAPIError as exc:
             message = _one_line(exc)
