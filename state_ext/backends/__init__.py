@@ -15,23 +15,49 @@ __all__ = ["BUILTIN_BACKENDS", "StateBackend", "StateSlot", "available_schemes",
 BUILTIN_BACKENDS = {
     "systemdb": "state_ext.backends.systemdb:SystemDbBackend",
     "file": "state_ext.backends.file:FileBackend",
+    "s3": "state_ext.backends.objectstore:ObjectStoreBackend",
+    "gs": "state_ext.backends.objectstore:ObjectStoreBackend",
+    "azure": "state_ext.backends.objectstore:ObjectStoreBackend",
 }
+GENERIC_FSSPEC_BACKEND = "state_ext.backends.objectstore:ObjectStoreBackend"
 
 
 def available_schemes() -> list[str]:
-    return sorted(BUILTIN_BACKENDS)
+    """Built-in schemes plus the add-ons registered under ``meltano.state_backends``."""
+    from state_ext.backends.plugins import plugin_schemes
+
+    return sorted(set(BUILTIN_BACKENDS) | set(plugin_schemes()))
+
+
+def _fsspec_knows(scheme: str) -> bool:
+    try:
+        from fsspec.registry import known_implementations, registry
+    except ImportError:  # pragma: no cover - fsspec is a dependency
+        return False
+    return scheme in registry or scheme in known_implementations
+
+
+def _load(target: str):
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def open_backend(
     settings: BackendSettings, *, warn: Callable[[str], None] | None = None
 ) -> StateBackend:
+    """Built-in backend, else a ``meltano.state_backends`` add-on, else any fsspec protocol."""
     scheme = settings.scheme
     target = BUILTIN_BACKENDS.get(scheme)
-    if target is None:
-        raise ConfigurationError(
-            f"No state backend for scheme {scheme!r} in {redact_uri(settings.uri)!r}; "
-            f"available: {', '.join(available_schemes())}"
-        )
-    module_name, class_name = target.split(":")
-    backend_class = getattr(importlib.import_module(module_name), class_name)
-    return backend_class(settings, warn=warn)
+    if target is not None:
+        return _load(target)(settings, warn=warn)
+    from state_ext.backends.plugins import PluginBackend, find_plugin
+
+    factory = find_plugin(scheme)
+    if factory is not None:
+        return PluginBackend(settings, factory, warn=warn)
+    if _fsspec_knows(scheme):
+        return _load(GENERIC_FSSPEC_BACKEND)(settings, warn=warn)
+    raise ConfigurationError(
+        f"No state backend for scheme {scheme!r} in {redact_uri(settings.uri)!r}; "
+        f"available: {', '.join(available_schemes())} (and any fsspec protocol)"
+    )

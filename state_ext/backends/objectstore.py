@@ -1,0 +1,295 @@
+"""Object-store backends (``s3://``, ``gs://``, ``azure://`` and any fsspec protocol).
+
+Meltano's layout exactly: bucket/container = the URI host, prefix = the URI path without
+outer slashes, ``<prefix>/<state_id>/state.json`` and ``<prefix>/<state_id>/lock``
+(``<state_id>/state.json`` with an empty prefix), raw IDs, ``Content-Type:
+application/json``. Differences, all in the safe direction:
+
+* ``list`` is one paginated listing of ``<prefix>/`` (never of sibling prefixes such as
+  ``state-other/``) and returns full IDs, including IDs that contain ``/``;
+* locks are created with a server-side conditional create, taken over only if unchanged,
+  and deleted only by their owner (see locks.py and stores.py);
+* reads of many states (``export``, ``list`` colours) and bulk writes (``import``,
+  ``clear --all``) run concurrently;
+* every failure is one line naming the service, the bucket and the URI (secrets hidden).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from urllib.parse import urlsplit
+
+from state_ext.backends.base import StateBackend, StateSlot
+from state_ext.backends.locks import HeldLock, LockPrimitives, hold_lock
+from state_ext.backends.stores import AsyncStore, BucketNotFound
+from state_ext.errors import BackendError, ConfigurationError, StateExtError
+from state_ext.model import Envelope
+from state_ext.settings import redact_uri
+from state_ext.state_ids import matches, state_id_problem, validate_state_id
+
+STATE_FILE = "state.json"
+LOCK_FILE = "lock"
+READ_CONCURRENCY = 64
+WRITE_THREADS = 16
+READ_CHUNK = 1000
+SERVICE_NAMES = {"s3": "S3", "gs": "GCS", "azure": "Azure Blob"}
+BUCKET_WORD = {"azure": "container"}
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """(bucket, prefix) exactly as Meltano derives them: host (lower-cased), path stripped."""
+    parts = urlsplit(uri)
+    try:
+        bucket = parts.hostname or ""
+    except ValueError:
+        bucket = ""
+    return bucket, parts.path.strip("/")
+
+
+class ObjectStoreBackend(StateBackend, LockPrimitives):
+    def __init__(self, settings, *, warn=None, connection=None, store: AsyncStore | None = None):
+        super().__init__(settings, warn=warn)
+        self.scheme = settings.scheme
+        self.bucket, self.prefix = split_uri(settings.uri)
+        word = BUCKET_WORD.get(self.scheme, "bucket")
+        if not self.bucket and self.scheme in SERVICE_NAMES:
+            raise ConfigurationError(
+                f"Invalid state backend URI {redact_uri(settings.uri)!r}: it names no {word}; "
+                f"expected {self.scheme}://<{word}>/<prefix>"
+            )
+        self.service = SERVICE_NAMES.get(self.scheme, self.scheme)
+        if connection is None:
+            connection = _connect(self.scheme, settings.uri, settings.options, self.warn)
+        self.connection = connection
+        self.fs = connection.fs
+        self.store = store or _store_for(self.scheme, connection, self.bucket)
+        self._secrets = sorted({s for s in connection.secrets if s and len(s) >= 4},
+                               key=len, reverse=True)
+        self._bucket_checked = False
+        self._loop = getattr(self.fs, "loop", None)
+        if self._loop is None:
+            from fsspec.asyn import get_loop
+
+            self._loop = get_loop()
+
+    # -- layout -------------------------------------------------------------------------
+    @property
+    def list_prefix(self) -> str:
+        return f"{self.prefix}/" if self.prefix else ""
+
+    def key(self, state_id: str, name: str = STATE_FILE) -> str:
+        return f"{self.list_prefix}{state_id}/{name}"
+
+    # -- running and errors -------------------------------------------------------------
+    def _run(self, what: str, coroutine_function, *args, timeout: float | None = None):
+        from fsspec.asyn import sync
+
+        if timeout is None:
+            timeout = self.connection.timeout * (self.connection.max_attempts + 1) + 10
+        try:
+            return sync(self._loop, coroutine_function, *args, timeout=timeout)
+        except StateExtError:
+            raise
+        except Exception as exc:
+            raise BackendError(self.describe_failure(what, exc)) from None
+
+    def describe_failure(self, what: str, exc: BaseException) -> str:
+        from state_ext.backends.errors_text import explain
+
+        word = BUCKET_WORD.get(self.scheme, "bucket")
+        reason = explain(exc, service=self.service, bucket=self.bucket, word=word,
+                         endpoint=self.connection.endpoint, scheme=self.scheme)
+        message = f"{self.service} {word} {self.bucket!r} ({self.label}): cannot {what}: {reason}"
+        return self._redact(message)
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        text = re.sub(r"(?i)(AccountKey|SharedAccessSignature|sig)=[^;&\s]+", r"\1=***", text)
+        return " ".join(text.split())
+
+    # -- reads --------------------------------------------------------------------------
+    def list_ids(self, pattern: str | None = None) -> list[str]:
+        prefix = self.list_prefix
+        keys = self._run("list state", self._list_keys, prefix)
+        found = []
+        suffix = "/" + STATE_FILE
+        for key in keys:
+            if not key.startswith(prefix) or not key.endswith(suffix):
+                continue
+            state_id = key[len(prefix):-len(suffix)]
+            if state_id_problem(state_id) is None and matches(state_id, pattern):
+                found.append(state_id)
+        return sorted(set(found))
+
+    async def _list_keys(self, prefix):
+        keys = await self.store.list_keys(prefix)
+        self._bucket_checked = True
+        return keys
+
+    def get(self, state_id: str) -> Envelope | None:
+        validate_state_id(state_id)
+        data = self._run(f"read state {state_id!r}", self._get_checked, self.key(state_id))
+        return self._parse(state_id, data)
+
+    async def _get_checked(self, key):
+        data = await self.store.get(key)
+        if data is None and not self._bucket_checked:
+            await self.store.check_bucket()
+        self._bucket_checked = True
+        return data
+
+    def _parse(self, state_id: str, data: bytes | None) -> Envelope | None:
+        if data is None:
+            return None
+        where = f"{self.label} {self.key(state_id)}"
+        return Envelope.from_stored_json(data, where=where, warn=self.warn)
+
+    def iter_states(self, state_ids: Iterable[str]) -> Iterator[tuple[str, Envelope | None]]:
+        ids = [validate_state_id(s) for s in state_ids]
+        for start in range(0, len(ids), READ_CHUNK):
+            chunk = ids[start:start + READ_CHUNK]
+            blobs = self._run("read states", self._get_many, [self.key(s) for s in chunk],
+                              timeout=None if len(chunk) < 2 else self._bulk_timeout(len(chunk)))
+            for state_id, data in zip(chunk, blobs, strict=True):
+                yield state_id, self._parse(state_id, data)
+
+    def _bulk_timeout(self, count: int) -> float:
+        per = self.connection.timeout * (self.connection.max_attempts + 1)
+        return per * (1 + count // READ_CONCURRENCY) + 30
+
+    async def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        semaphore = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def one(key):
+            async with semaphore:
+                return await self.store.get(key)
+
+        results = await asyncio.gather(*(one(k) for k in keys))
+        if keys and not self._bucket_checked and all(r is None for r in results):
+            await self.store.check_bucket()
+        self._bucket_checked = True
+        return results
+
+    async def _put_raw_many(self, blobs: dict[str, bytes]) -> None:
+        """Write many objects concurrently, without locks (seeding, benchmarks)."""
+        semaphore = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def one(key, data):
+            async with semaphore:
+                await self.store.put(key, data)
+
+        await asyncio.gather(*(one(k, v) for k, v in blobs.items()))
+
+    # -- writes -------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self, state_id: str):
+        validate_state_id(state_id)
+        with hold_lock(self, state_id, timeout=self.settings.lock_timeout_seconds,
+                       retry=self.settings.lock_retry_seconds, where=self.label):
+            yield _ObjectSlot(self, state_id)
+
+    def put_many(self, states: dict[str, Envelope]) -> int:
+        for state_id in states:
+            validate_state_id(state_id)
+        self._parallel(lambda item: self.put(*item), list(states.items()))
+        return len(states)
+
+    def delete_many(self, state_ids: Iterable[str]) -> int:
+        results = self._parallel(self.delete, list(state_ids))
+        return sum(1 for deleted in results if deleted)
+
+    def _parallel(self, function, items: list) -> list:
+        if len(items) <= 1:
+            return [function(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(items))) as pool:
+            futures = [pool.submit(function, item) for item in items]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    # -- lock primitives ------------------------------------------------------------------
+    def try_create(self, state_id: str, content: str) -> HeldLock | None:
+        marker = self._run(f"lock state {state_id!r}", self.store.create,
+                           self.key(state_id, LOCK_FILE), content.encode())
+        return None if marker is None else HeldLock(content, marker)
+
+    def read_lock(self, state_id: str):
+        found = self._run(f"read the lock of {state_id!r}", self.store.get_versioned,
+                          self.key(state_id, LOCK_FILE))
+        if found is None:
+            return None
+        data, marker = found
+        return data.decode("utf-8", "replace"), marker
+
+    def remove_if_unchanged(self, state_id: str, content: str, marker) -> None:
+        self._run(f"unlock state {state_id!r}", self.store.delete_if,
+                  self.key(state_id, LOCK_FILE), marker)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        closer = getattr(self.store, "close", None)
+        if closer is not None:
+            with suppress(StateExtError):
+                self._run("close", closer, timeout=5)
+
+
+class _ObjectSlot(StateSlot):
+    def __init__(self, backend: ObjectStoreBackend, state_id: str):
+        self.backend, self.state_id = backend, state_id
+
+    def read(self) -> Envelope | None:
+        return self.backend.get(self.state_id)
+
+    def write(self, envelope: Envelope) -> None:
+        b = self.backend
+        b._run(f"write state {self.state_id!r}", b.store.put, b.key(self.state_id),
+               envelope.to_json().encode("utf-8"))
+
+    def delete(self) -> bool:
+        b = self.backend
+        key = b.key(self.state_id)
+        existed = b._run(f"read state {self.state_id!r}", b.store.exists, key)
+        if existed:
+            b._run(f"delete state {self.state_id!r}", b.store.delete, key)
+        return existed
+
+
+def _connect(scheme: str, uri: str, options: dict, warn):
+    from state_ext.backends import credentials
+
+    if scheme == "s3":
+        return credentials.s3_connection(uri, options)
+    if scheme == "gs":
+        return credentials.gcs_connection(uri, options, warn)
+    if scheme == "azure":
+        return credentials.azure_connection(uri, options)
+    return credentials.generic_connection(scheme, options)
+
+
+def _store_for(scheme: str, connection, bucket: str) -> AsyncStore:
+    from state_ext.backends import stores
+
+    if scheme == "s3":
+        return stores.S3Store(connection.fs, bucket)
+    if scheme == "gs":
+        return stores.GCSStore(connection.fs, bucket)
+    if scheme == "azure":
+        per_call = {"retry_total": connection.max_attempts - 1}
+        return stores.AzureStore(connection.fs, bucket, per_call=per_call)
+    return stores.FsspecStore(connection.fs, bucket)
+
+
+__all__ = ["BucketNotFound", "ObjectStoreBackend", "split_uri"]

@@ -1,0 +1,351 @@
+"""The few object operations the object-store backend needs, per service, all async.
+
+Keys are passed raw to each service's API (never through fsspec path parsing, which reads
+``?``, ``#`` or globs in a key as syntax), so a state ID is exactly its object key, as in
+Meltano. Conditional operations use what each service enforces on the server:
+
+======  =========================  ===========================  ============================
+store   create if absent           version marker               delete only that version
+======  =========================  ===========================  ============================
+S3      PutObject If-None-Match:*  ETag                         DeleteObject If-Match
+GCS     multipart upload,          generation                   DELETE ifGenerationMatch
+        ifGenerationMatch=0
+Azure   upload If-None-Match:*     ETag                         delete If-Match
+other   pipe_file(mode="create")   the content                  re-read, compare, delete
+======  =========================  ===========================  ============================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+JSON = "application/json"
+
+
+class BucketNotFound(Exception):
+    """The bucket or container does not exist."""
+
+
+class AsyncStore:
+    """One bucket of one service."""
+
+    service = "object store"
+    page_size = 1000  # keys per listing request (the services' maximum for S3 and GCS)
+
+    def __init__(self, fs, bucket: str):
+        self.fs, self.bucket = fs, bucket
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        raise NotImplementedError
+
+    async def get(self, key: str) -> bytes | None:
+        found = await self.get_versioned(key)
+        return None if found is None else found[0]
+
+    async def get_versioned(self, key: str) -> tuple[bytes, Any] | None:
+        raise NotImplementedError
+
+    async def put(self, key: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def create(self, key: str, data: bytes) -> Any | None:
+        """Write only if absent: the new version marker, or None when the key exists."""
+        raise NotImplementedError
+
+    async def exists(self, key: str) -> bool:
+        return await self.get_versioned(key) is not None
+
+    async def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    async def delete_if(self, key: str, marker: Any) -> None:
+        """Delete only if the object still is version ``marker`` (silently no-op otherwise)."""
+        raise NotImplementedError
+
+    async def check_bucket(self) -> None:
+        """Raise if the bucket is missing (used to tell 'no state' from 'no bucket')."""
+
+
+# -- S3 ------------------------------------------------------------------------------------
+def _s3_code(exc: BaseException) -> str:
+    seen = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error", {})
+            return str(error.get("Code", "")) or str(
+                response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        seen = seen.__cause__ or seen.__context__
+    return ""
+
+
+class S3Store(AsyncStore):
+    service = "S3"
+
+    async def _call(self, method: str, **kwargs):
+        return await self.fs._call_s3(method, Bucket=self.bucket, **kwargs)
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        kwargs: dict[str, Any] = {"Prefix": prefix, "MaxKeys": self.page_size}
+        while True:
+            page = await self._call("list_objects_v2", **kwargs)
+            keys.extend(item["Key"] for item in page.get("Contents", ()))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return keys
+            kwargs["ContinuationToken"] = token
+
+    async def get_versioned(self, key):
+        try:
+            response = await self._call("get_object", Key=key)
+        except (FileNotFoundError, OSError) as exc:
+            if _s3_code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise
+        async with response["Body"] as body:
+            data = await body.read()
+        return data, response.get("ETag")
+
+    async def put(self, key, data):
+        await self._call("put_object", Key=key, Body=data, ContentType=JSON)
+
+    async def create(self, key, data):
+        try:
+            response = await self._call("put_object", Key=key, Body=data, ContentType=JSON,
+                                        IfNoneMatch="*")
+        except (FileExistsError, OSError) as exc:
+            # 412 PreconditionFailed: it exists; 409 ConditionalRequestConflict: a racing
+            # create or delete is in flight. Either way the caller re-reads and retries.
+            if isinstance(exc, FileExistsError) or _s3_code(exc) in (
+                    "PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return None
+            raise
+        return response.get("ETag")
+
+    async def delete(self, key):
+        await self._call("delete_object", Key=key)
+
+    async def delete_if(self, key, marker):
+        try:
+            await self._call("delete_object", Key=key, IfMatch=marker)
+        except (FileNotFoundError, OSError) as exc:
+            if _s3_code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "404",
+                                 "ConditionalRequestConflict", "409"):
+                return
+            raise
+
+    async def check_bucket(self):
+        try:
+            await self.fs._call_s3("head_bucket", Bucket=self.bucket)
+        except (FileNotFoundError, OSError) as exc:
+            if _s3_code(exc) in ("NoSuchBucket", "404"):
+                raise BucketNotFound(self.bucket) from None
+            raise
+
+
+# -- GCS -----------------------------------------------------------------------------------
+class GCSStore(AsyncStore):
+    service = "GCS"
+
+    async def list_keys(self, prefix):
+        keys: list[str] = []
+        params: dict[str, Any] = {"prefix": prefix, "maxResults": self.page_size,
+                                  "fields": "items(name),nextPageToken"}
+        while True:
+            try:
+                page = await self.fs._call("GET", "b/{}/o", self.bucket, json_out=True, **params)
+            except FileNotFoundError:
+                raise BucketNotFound(self.bucket) from None
+            keys.extend(item["name"] for item in page.get("items", ()))
+            token = page.get("nextPageToken")
+            if not token:
+                return keys
+            params["pageToken"] = token
+
+    async def get_versioned(self, key):
+        try:
+            headers, data = await self.fs._call("GET", "b/{}/o/{}", self.bucket, key,
+                                                alt="media")
+        except FileNotFoundError:
+            return None
+        return data, headers.get("X-Goog-Generation")
+
+    async def put(self, key, data):
+        from gcsfs.core import simple_upload
+
+        try:
+            await simple_upload(self.fs, self.bucket, key, data, content_type=JSON)
+        except FileNotFoundError:  # uploads answer 404 only for a missing bucket
+            raise BucketNotFound(self.bucket) from None
+
+    async def create(self, key, data):
+        from gcsfs.core import simple_upload
+
+        try:
+            # A multipart upload: the only kind on which emulators enforce the precondition.
+            result = await simple_upload(self.fs, self.bucket, key, data, content_type=JSON,
+                                         mode="create")
+        except FileExistsError:
+            return None
+        except FileNotFoundError:
+            raise BucketNotFound(self.bucket) from None
+        return str(result.get("generation", "")) if isinstance(result, dict) else ""
+
+    async def delete(self, key):
+        with contextlib.suppress(FileNotFoundError):
+            await self.fs._call("DELETE", "b/{}/o/{}", self.bucket, key)
+
+    async def delete_if(self, key, marker):
+        kwargs = {"ifGenerationMatch": marker} if marker else {}
+        # FileNotFoundError: gone; FileExistsError: 412, another generation is there now.
+        with contextlib.suppress(FileNotFoundError, FileExistsError):
+            await self.fs._call("DELETE", "b/{}/o/{}", self.bucket, key, **kwargs)
+
+    async def check_bucket(self):
+        try:
+            await self.fs._call("GET", "b/{}", self.bucket, json_out=True, fields="name")
+        except FileNotFoundError:
+            raise BucketNotFound(self.bucket) from None
+
+
+# -- Azure Blob ----------------------------------------------------------------------------
+class AzureStore(AsyncStore):
+    service = "Azure Blob"
+    page_size = 5000
+
+    def __init__(self, fs, bucket, *, per_call: dict | None = None):
+        super().__init__(fs, bucket)
+        self.container = fs.service_client.get_container_client(bucket)
+        self.per_call = per_call or {}
+
+    def _blob(self, key):
+        return self.container.get_blob_client(key)
+
+    async def list_keys(self, prefix):
+        return [name async for name in self.container.list_blob_names(
+            name_starts_with=prefix or None, results_per_page=self.page_size, **self.per_call)]
+
+    async def get_versioned(self, key):
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            downloader = await self._blob(key).download_blob(**self.per_call)
+            data = await downloader.readall()
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) == "ContainerNotFound":
+                raise
+            return None
+        return data, downloader.properties.etag
+
+    def _settings(self):
+        from azure.storage.blob import ContentSettings
+
+        return ContentSettings(content_type=JSON)
+
+    async def put(self, key, data):
+        await self._blob(key).upload_blob(data, overwrite=True, content_settings=self._settings(),
+                                          **self.per_call)
+
+    async def create(self, key, data):
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            result = await self._blob(key).upload_blob(
+                data, overwrite=False, content_settings=self._settings(), **self.per_call)
+        except ResourceExistsError:
+            return None
+        return result.get("etag")
+
+    async def delete(self, key):
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            await self._blob(key).delete_blob(**self.per_call)
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) == "ContainerNotFound":
+                raise
+
+    async def delete_if(self, key, marker):
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+            await self._blob(key).delete_blob(
+                etag=marker, match_condition=MatchConditions.IfNotModified, **self.per_call)
+
+    async def check_bucket(self):
+        await self.container.get_container_properties(**self.per_call)
+
+    async def close(self):
+        await self.fs.service_client.close()
+        credential = getattr(self.fs, "credential", None)
+        if credential is not None and hasattr(credential, "close"):
+            await credential.close()
+
+
+# -- any other fsspec filesystem -----------------------------------------------------------
+class FsspecStore(AsyncStore):
+    """Through the public fsspec API (paths ``<bucket>/<key>``); sync filesystems too."""
+
+    def __init__(self, fs, bucket):
+        super().__init__(fs, bucket)
+        self._lock = asyncio.Lock()
+
+    def _path(self, key):
+        return f"{self.bucket}/{key}" if self.bucket else key
+
+    async def _run(self, name, *args, **kwargs):
+        if getattr(self.fs, "async_impl", False):
+            return await getattr(self.fs, "_" + name)(*args, **kwargs)
+        return getattr(self.fs, name)(*args, **kwargs)
+
+    async def list_keys(self, prefix):
+        base = self._path(prefix.rstrip("/")) if prefix else (self.bucket or "")
+        try:
+            found = await self._run("find", base)
+        except FileNotFoundError:
+            return []
+        root = self.fs._strip_protocol(self._path("")).rstrip("/")
+        out = []
+        for path in found:
+            path = self.fs._strip_protocol(path)
+            if root and path.startswith(root + "/"):
+                out.append(path[len(root) + 1:])
+            elif not root:
+                out.append(path.lstrip("/"))
+        return [k for k in out if k.startswith(prefix)]
+
+    async def get_versioned(self, key):
+        try:
+            data = await self._run("cat_file", self._path(key))
+        except FileNotFoundError:
+            return None
+        return data, data
+
+    async def put(self, key, data):
+        await self._run("pipe_file", self._path(key), data)
+
+    async def create(self, key, data):
+        async with self._lock:
+            try:
+                await self._run("pipe_file", self._path(key), data, mode="create")
+            except FileExistsError:
+                return None
+            except (TypeError, NotImplementedError):  # no exclusive create: best effort
+                if await self.exists(key):
+                    return None
+                await self.put(key, data)
+        return data
+
+    async def delete(self, key):
+        with contextlib.suppress(FileNotFoundError):
+            await self._run("rm_file", self._path(key))
+
+    async def delete_if(self, key, marker):
+        async with self._lock:
+            current = await self.get_versioned(key)
+            if current is not None and current[1] == marker:
+                await self.delete(key)
