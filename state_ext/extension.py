@@ -9,14 +9,12 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import structlog
 from meltano.edk import models
 from meltano.edk.extension import ExtensionBase
 
 from state_ext import APP_NAME
 from state_ext.errors import ConfigurationError
-
-log = structlog.get_logger(APP_NAME)
+from state_ext.logs import get_logger
 
 STATE_COMMANDS = [
     "list", "get", "set", "merge", "clear", "copy", "move", "migrate", "diff", "export",
@@ -92,6 +90,7 @@ class StateExtension(ExtensionBase):
             created.append(str(relative))
         exports = self.project_root / "state-ext" / "exports"
         exports.mkdir(parents=True, exist_ok=True)
+        log = get_logger()
         log.info("initialized", project_root=str(self.project_root), written=created, kept=kept)
         if kept and not force:
             log.info(f"kept {len(kept)} existing file(s); use --force to overwrite them")

@@ -13,12 +13,10 @@ from typing import Annotated
 import typer
 
 from state_ext.cli.common import (
-    LOGGING_OPTIONS,
     DescribeFormat,
     ProjectRootOption,
     app,
     handled,
-    log,
     out,
 )
 
@@ -39,9 +37,9 @@ def main(
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
-    LOGGING_OPTIONS.update(pending=True, level=log_level, timestamps=log_timestamps,
-                    levels=log_levels, json=meltano_log_json)
-    log()
+    from state_ext.logs import configure
+
+    configure(log_level, log_timestamps, log_levels, meltano_log_json)
 
 
 def _extension(project_root: Path | None = None):

@@ -85,10 +85,7 @@ def move_state(src: StateBackend, src_id: str, dst: StateBackend, dst_id: str) -
 def iter_export(
     backend: StateBackend, pattern: str | None = None
 ) -> Iterator[tuple[str, Envelope]]:
-    ids = backend.list_ids(pattern)
-    for state_id, envelope in backend.iter_states(ids):
-        if envelope is not None:  # deleted between list and read
-            yield state_id, envelope
+    return backend.iter_all(pattern)
 
 
 def write_export(states: Iterator[tuple[str, Envelope]], out: IO[str]) -> int:

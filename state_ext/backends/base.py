@@ -56,6 +56,12 @@ class StateBackend(ABC):
         for state_id in state_ids:
             yield state_id, self.get(state_id)
 
+    def iter_all(self, pattern: str | None = None) -> Iterator[tuple[str, Envelope]]:
+        """Every stored state matching ``pattern``; databases stream it in one query."""
+        for state_id, envelope in self.iter_states(self.list_ids(pattern)):
+            if envelope is not None:  # deleted between list and read
+                yield state_id, envelope
+
     # -- writes ------------------------------------------------------------------
     @abstractmethod
     def transaction(self, state_id: str) -> AbstractContextManager[StateSlot]:

@@ -175,6 +175,22 @@ class SystemDbBackend(StateBackend):
             ).first()
         return None if row is None else self._envelope(state_id, *row)
 
+    def iter_all(self, pattern: str | None = None):
+        """One streamed query, in state ID order (byte order on SQLite and PostgreSQL)."""
+        from sqlalchemy import select
+
+        t = self.table
+        order = t.c.state_id
+        with self._connect(write=False) as conn:
+            if conn.dialect.name == "postgresql":
+                order = t.c.state_id.collate("C")
+            rows = conn.execution_options(stream_results=True, yield_per=1000).execute(
+                select(t.c.state_id, t.c.completed_state, t.c.partial_state).order_by(order)
+            )
+            for state_id, completed, partial in rows:
+                if matches(state_id, pattern):
+                    yield state_id, self._envelope(state_id, completed, partial)
+
     def iter_states(self, state_ids):
         from sqlalchemy import select
 

@@ -57,23 +57,10 @@ ProjectRootOption = Annotated[
 ForceOption = Annotated[bool, typer.Option("--force", help="Do not ask for confirmation.")]
 
 
-LOGGING_OPTIONS: dict = {}  # the callback's options; applied on first use (keeps --help fast)
-
-
 def log():
-    import structlog
+    from state_ext.logs import get_logger
 
-    if LOGGING_OPTIONS.get("pending"):
-        from meltano.edk.logging import default_logging_config, parse_log_level
-
-        LOGGING_OPTIONS["pending"] = False
-        default_logging_config(
-            level=parse_log_level(LOGGING_OPTIONS["level"]),
-            timestamps=LOGGING_OPTIONS["timestamps"],
-            levels=LOGGING_OPTIONS["levels"],
-            json_format=LOGGING_OPTIONS["json"],
-        )
-    return structlog.get_logger(APP_NAME)
+    return get_logger()
 
 
 class UsageError(Exception):
