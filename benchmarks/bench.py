@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -85,35 +86,43 @@ def generate_states(count: int) -> dict[str, dict]:
     return doc
 
 
-def run(argv: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[float, str]:
-    """Run one whole process; return (wall-clock seconds, stdout). Any failure is fatal."""
-    start = time.perf_counter()
+def cpu_children() -> float:
+    """User+system CPU seconds of finished children: less sensitive to a busy machine."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(argv: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[float, float, str]:
+    """Run one whole process; return (wall s, CPU s, stdout). Any failure is fatal."""
+    cpu, start = cpu_children(), time.perf_counter()
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, cpu_children() - cpu
     if proc.returncode != 0:
         raise BenchError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
-    return elapsed, proc.stdout
+    return elapsed, cpu, proc.stdout
 
 
 def time_pair(name, meltano_argv, ext_argv, *, cwd, env, repeat):
     """Median wall clock of both commands after one warm-up each (OS caches, .pyc files).
 
     The two tools alternate within each round so that background load drifts onto both.
-    Returns the medians, every sample and the last stdout of each tool (for the checks).
+    Returns the wall-clock medians, every sample (wall and CPU) and each tool's last stdout.
     """
     log(f"{name}: warm-up")
     run(meltano_argv, cwd=cwd, env=env)
     run(ext_argv, cwd=cwd, env=env)
     samples = {"meltano": [], "state-ext": []}
+    cpu = {"meltano": [], "state-ext": []}
     outputs = {}
     for i in range(repeat):
         for tool, argv in (("meltano", meltano_argv), ("state-ext", ext_argv)):
-            elapsed, outputs[tool] = run(argv, cwd=cwd, env=env)
+            elapsed, cpu_s, outputs[tool] = run(argv, cwd=cwd, env=env)
             samples[tool].append(elapsed)
+            cpu[tool].append(cpu_s)
         log(f"{name}: run {i + 1}/{repeat}: meltano {samples['meltano'][-1]:.3f} s, "
             f"state-ext {samples['state-ext'][-1]:.3f} s")
     medians = {tool: statistics.median(values) for tool, values in samples.items()}
-    return medians, samples, outputs
+    return medians, {"wall_s": samples, "cpu_s": cpu}, outputs
 
 
 def check_list(backend: str, outputs: dict[str, str], expected: dict) -> None:
@@ -121,10 +130,10 @@ def check_list(backend: str, outputs: dict[str, str], expected: dict) -> None:
     for tool, text in outputs.items():
         ids = text.split()
         if len(ids) != len(set(ids)) or set(ids) != set(expected):
-            missing, extra = set(expected) - set(ids), set(ids) - set(expected)
-            raise BenchError(f"{tool} list on {backend}: {len(ids)} lines, "
-                             f"{len(missing)} IDs missing, {len(extra)} unexpected "
-                             f"(e.g. {sorted(missing or extra)[:3]})")
+            odd = (set(expected) - set(ids)) | (set(ids) - set(expected))
+            raise BenchError(f"{tool} list on {backend}: {len(ids)} lines for {len(expected)} "
+                             f"IDs, {len(ids) - len(set(ids))} duplicates, {len(odd)} missing "
+                             f"or unexpected (e.g. {sorted(odd)[:3]})")
 
 
 def check_export(backend: str, outputs: dict[str, str], expected: dict) -> None:
@@ -158,13 +167,13 @@ def build_stores(root: Path, meltano: str, doc: dict) -> dict[str, dict[str, str
             "file://": clean_env(pycache, MELTANO_STATE_BACKEND_URI=(root / "state").as_uri())}
     for backend, env in envs.items():
         log(f"importing {len(doc)} states into {backend} with meltano")
-        elapsed, _ = run([meltano, "state", "import", str(docfile)], cwd=root, env=env)
+        elapsed, _, _ = run([meltano, "state", "import", str(docfile)], cwd=root, env=env)
         log(f"  done in {elapsed:.1f} s")
     return envs
 
 
-def render(rows: list[dict]) -> str:
-    """The markdown table plus the goals line."""
+def render(rows: list[dict], context: str) -> str:
+    """The markdown table plus the goals line (context: what the numbers are)."""
     lines = ["| operation | backend | meltano (s) | state-ext (s) | speed-up | goal |",
              "|---|---|---:|---:|---:|---|"]
     for r in rows:
@@ -173,7 +182,7 @@ def render(rows: list[dict]) -> str:
                      f"{r['state_ext_s']:.3f} | {r['speedup']:.1f}x | {mark} ({r['goal']}) |")
     passed = sum(r["pass"] for r in rows)
     lines += ["", f"Goals: `--help` < {HELP_GOAL_S} s; list/export >= {SPEEDUP_GOAL:g}x faster "
-                  f"than meltano. {passed}/{len(rows)} PASS."]
+                  f"than meltano. {passed}/{len(rows)} PASS. {context}"]
     return "\n".join(lines)
 
 
@@ -185,15 +194,18 @@ def main() -> int:
     parser.add_argument("--meltano", default=str(REPO_ROOT / ".venv-meltano/bin/meltano"))
     parser.add_argument("--state-ext", default=str(REPO_ROOT / ".venv/bin/state_extension"))
     args = parser.parse_args()
+    if args.states < 1 or args.repeat < 1:
+        parser.error("--states and --repeat must be at least 1")
     for tool in (args.meltano, args.state_ext):
         if not os.access(tool, os.X_OK):
             log(f"{tool} is not executable: run `bash scripts/bootstrap.sh`")
             return 2
 
     doc = generate_states(args.states)
-    rows = []
+    rows, load_before = [], os.getloadavg()
     try:
-        with tempfile.TemporaryDirectory(prefix="state-ext-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="state-ext-bench-",
+                                         ignore_cleanup_errors=True) as tmp:
             root = Path(tmp)
             envs = build_stores(root, args.meltano, doc)
             plan = [("--help", "-", ["--help"], ["--help"], envs["systemdb"])]
@@ -221,12 +233,15 @@ def main() -> int:
         log(f"FAILED: {exc}")
         return 1
 
-    print(render(rows))
+    print(render(rows, f"({args.states} states; wall clock, median of {args.repeat} runs "
+                       f"after 1 warm-up; {os.cpu_count()} CPUs, load average "
+                       f"{load_before[0]:.1f} -> {os.getloadavg()[0]:.1f})"))
     if args.json:
         args.json.write_text(json.dumps({
             "date": date.today().isoformat(), "states": args.states, "repeat": args.repeat,
             "cpus": os.cpu_count(), "python": platform.python_version(),
-            "load_avg": os.getloadavg(), "rows": rows}, indent=2) + "\n")
+            "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
+            "rows": rows}, indent=2) + "\n")
         log(f"results written to {args.json}")
     return 0
 
