@@ -79,8 +79,14 @@ def _read(backend: StateBackend, ids: Iterable[str]) -> dict:
 
 
 def ensure_distinct(src: StateBackend, dst: StateBackend) -> None:
-    if src.label == dst.label:
+    """Refuse a store copied onto itself or into itself: identical states would look
+    migrated, and ``--delete-source`` would delete the only copy."""
+    if src.location == dst.location:
         raise ConfigurationError(f"Source and destination are the same backend: {src.label}")
+    if src.overlaps(dst):
+        raise ConfigurationError(
+            f"Source {src.label} and destination {dst.label} overlap (one lies inside the other)"
+        )
 
 
 def transfer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
 
@@ -42,11 +43,22 @@ def _load(target: str):
     return getattr(importlib.import_module(module_name), class_name)
 
 
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "mssql", "mysql")
+
+
+def is_database_url(scheme: str) -> bool:
+    """``sqlite:///...``, ``postgresql+psycopg://...``: a system database named directly."""
+    return scheme.split("+", 1)[0] in DATABASE_SCHEMES
+
+
 def open_backend(
     settings: BackendSettings, *, warn: Callable[[str], None] | None = None
 ) -> StateBackend:
     """Built-in backend, else a ``meltano.state_backends`` add-on, else any fsspec protocol."""
     scheme = settings.scheme
+    if is_database_url(scheme):
+        settings = dataclasses.replace(settings, database_uri=settings.uri)
+        scheme = "systemdb"
     target = BUILTIN_BACKENDS.get(scheme)
     if target is not None:
         return _load(target)(settings, warn=warn)

@@ -42,6 +42,24 @@ class StateBackend(ABC):
         """The URI with secrets hidden, for messages and logs."""
         return redact_uri(self.settings.uri)
 
+    @property
+    def location(self) -> tuple[str, str, str]:
+        """(kind, container, path) naming where the states live, however the URI is spelled.
+
+        Two backends overlap when kind and container are equal and one path is the other
+        or lies inside it; ``migrate`` refuses that (a delete would hit the copy).
+        """
+        return (type(self).__name__, self.label, "")
+
+    def overlaps(self, other: StateBackend) -> bool:
+        kind, container, path = self.location
+        other_kind, other_container, other_path = other.location
+        if (kind, container) != (other_kind, other_container):
+            return False
+        if not path or not other_path or path == other_path:
+            return True
+        return path.startswith(other_path + "/") or other_path.startswith(path + "/")
+
     # -- reads -------------------------------------------------------------------
     @abstractmethod
     def list_ids(self, pattern: str | None = None) -> list[str]:

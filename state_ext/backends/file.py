@@ -53,6 +53,10 @@ class FileBackend(StateBackend, LockPrimitives):
         super().__init__(settings, **kwargs)
         self.root = state_dir_from_uri(settings.uri)
 
+    @property
+    def location(self):
+        return ("file", "", str(self.root.resolve()).rstrip("/"))
+
     def _dir(self, state_id: str) -> Path:
         validate_state_id(state_id)
         return self.root / state_id

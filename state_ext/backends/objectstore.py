@@ -76,6 +76,11 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
 
             self._loop = get_loop()
 
+    @property
+    def location(self):
+        endpoint = self.connection.endpoint or ""
+        return (self.scheme, f"{endpoint}|{self.bucket}", self.prefix)
+
     # -- layout -------------------------------------------------------------------------
     @property
     def list_prefix(self) -> str:

@@ -46,6 +46,22 @@ class SystemDbBackend(StateBackend):
     def label(self) -> str:
         return f"systemdb ({redact_uri(self.database_uri)})"
 
+    @property
+    def location(self):
+        """The database itself, whatever the driver or spelling of its URL."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(self.database_uri)
+        except (ArgumentError, ValueError):
+            return ("systemdb", self.database_uri, "")
+        backend = url.get_backend_name()
+        if backend == "sqlite":
+            return ("systemdb", "sqlite", os.path.realpath(url.database or ""))
+        port = url.port or {"postgresql": 5432, "mssql": 1433}.get(backend, "")
+        return ("systemdb", f"{backend}://{url.host or ''}:{port}", url.database or "")
+
     # -- engine ------------------------------------------------------------------
     @cached_property
     def engine(self):
