@@ -13,7 +13,6 @@ as its own test.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import STATE_EXTENSION, clean_env, meltano, run
+from tests.support.cli import STATE_EXTENSION, clean_env, run
 from tests.support.postgres import free_port
-from tests.support.project import write_project
+from tests.support.project import meltano_seeded_db, write_project
 
 SECRET = "s3cr3tpw"
 GOOD = '{"singer_state": {"bookmarks": {"new": {"v": 9}}}}'
@@ -54,20 +53,6 @@ SEED = {
 
 
 # -- stores ---------------------------------------------------------------------------
-def meltano_template_db(tmp_path_factory) -> Path:
-    """A SQLite system database made by the real meltano and holding SEED (cached)."""
-    doc = json.dumps(SEED, sort_keys=True)
-    digest = hashlib.sha1(doc.encode()).hexdigest()[:10]
-    base = tmp_path_factory.getbasetemp() / f"meltano-db-{digest}"
-    db = base / ".meltano" / "meltano.db"
-    if not db.is_file():
-        write_project(base)
-        (base / "seed.json").write_text(doc)
-        meltano("state", "import", "seed.json", cwd=base)
-        assert db.is_file()
-    return db
-
-
 @dataclass
 class Ctx:
     """One case's throw-away project."""
@@ -484,7 +469,7 @@ def outcomes(request, tmp_path_factory):
                 and item.module is request.module]
     template_db = None
     if any(p["backend"] == "sqlite" for p in selected):
-        template_db = meltano_template_db(tmp_path_factory)
+        template_db = meltano_seeded_db(tmp_path_factory, SEED)
     base = tmp_path_factory.mktemp("bad-input")
 
     def one(index_params):

@@ -7,7 +7,6 @@ write lock, PostgreSQL row and advisory locks).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,7 +23,7 @@ import pytest
 
 from tests.support.cli import STATE_EXTENSION, clean_env, meltano, meltano_path, state_ext
 from tests.support.postgres import wait_until
-from tests.support.project import write_project
+from tests.support.project import meltano_seeded_db, write_project
 
 ID = "dev:tap-a-to-target-b"
 SEED = {
@@ -77,23 +76,9 @@ def read_file_state(store: Path, state_id: str = ID) -> dict:
     return json.loads((store / state_id / "state.json").read_text())
 
 
-def meltano_template_db(tmp_path_factory) -> Path:
-    """A SQLite system database made by the real meltano and holding SEED (cached)."""
-    doc = json.dumps(SEED, sort_keys=True)
-    digest = hashlib.sha1(doc.encode()).hexdigest()[:10]
-    base = tmp_path_factory.getbasetemp() / f"meltano-db-{digest}"
-    db = base / ".meltano" / "meltano.db"
-    if not db.is_file():
-        write_project(base)
-        (base / "seed.json").write_text(doc)
-        meltano("state", "import", "seed.json", cwd=base)
-        assert db.is_file()
-    return db
-
-
 @pytest.fixture(scope="module")
 def template_db(tmp_path_factory):
-    return meltano_template_db(tmp_path_factory)
+    return meltano_seeded_db(tmp_path_factory, SEED)
 
 
 @pytest.fixture(scope="module")

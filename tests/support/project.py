@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import yaml
@@ -20,3 +22,22 @@ def write_project(root: Path, **top_level) -> Path:
     doc = {**BASE, **top_level}
     (root / "meltano.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return root
+
+
+def meltano_seeded_db(tmp_path_factory, seed: dict) -> Path:
+    """A SQLite system database made by the real meltano holding ``seed`` (cached per seed).
+
+    Tests copy it instead of paying a meltano process each time.
+    """
+    from tests.support.cli import meltano
+
+    doc = json.dumps(seed, sort_keys=True)
+    digest = hashlib.sha1(doc.encode()).hexdigest()[:10]
+    base = tmp_path_factory.getbasetemp() / f"meltano-db-{digest}"
+    db = base / ".meltano" / "meltano.db"
+    if not db.is_file():
+        write_project(base)
+        (base / "seed.json").write_text(doc)
+        meltano("state", "import", "seed.json", cwd=base)
+        assert db.is_file()
+    return db
