@@ -22,7 +22,7 @@ def own_server(request):
     server = (MotoServer if request.param == "s3" else FakeGcsServer)().start()
     yield StoreCase(request.param, server)
     os.kill(server.proc.pid, signal.SIGCONT)
-    server.stop()
+    server.close()
 
 
 def test_server_frozen_during_import(own_server, tmp_path):

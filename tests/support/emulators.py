@@ -89,6 +89,11 @@ class Server:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
+    def close(self) -> None:
+        """Stop for good and remove the log (kept only while the server runs)."""
+        self.stop()
+        self.log.unlink(missing_ok=True)
+
     def restart(self) -> None:
         """Stop, then start again on the same port (state is lost: in-memory servers)."""
         self.stop()
@@ -210,7 +215,7 @@ def unique_bucket(stem: str = "bkt") -> str:
 def s3_server():
     server = MotoServer().start()
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture(scope="session")
@@ -218,14 +223,14 @@ def gcs_server():
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     server = FakeGcsServer().start()
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture(scope="session")
 def azure_server():
     server = AzuriteServer().start()
     yield server
-    server.stop()
+    server.close()
 
 
 class StoreCase:
