@@ -28,16 +28,16 @@ export UV
 if [ ! -x .venv/bin/python ]; then
   "$UV" venv -q -p "$PYTHON" .venv
 fi
-VIRTUAL_ENV=$ROOT/.venv "$UV" pip install -q -e '.[all,dev]'
+VIRTUAL_ENV=$ROOT/.venv "$UV" pip install -q --compile-bytecode -e '.[all,dev]'
 
 if [ ! -x .venv-meltano/bin/meltano ] || ! .venv-meltano/bin/meltano --version 2>/dev/null | grep -q "$MELTANO_VERSION"; then
   "$UV" venv -q -p "$PYTHON" .venv-meltano
-  VIRTUAL_ENV=$ROOT/.venv-meltano "$UV" pip install -q "meltano[s3,gcs,azure,postgres]==$MELTANO_VERSION"
+  VIRTUAL_ENV=$ROOT/.venv-meltano "$UV" pip install -q --compile-bytecode "meltano[s3,gcs,azure,postgres]==$MELTANO_VERSION"
 fi
 
 # The msm:// custom-backend test add-on, shared by state-ext and Meltano.
-VIRTUAL_ENV=$ROOT/.venv "$UV" pip install -q -e tests/support/msm_plugin
-VIRTUAL_ENV=$ROOT/.venv-meltano "$UV" pip install -q -e tests/support/msm_plugin
+VIRTUAL_ENV=$ROOT/.venv "$UV" pip install -q --compile-bytecode -e tests/support/msm_plugin
+VIRTUAL_ENV=$ROOT/.venv-meltano "$UV" pip install -q --compile-bytecode -e tests/support/msm_plugin
 
 # Azurite for the azure:// tests. 3.36+ needs node >= 21/22, so the version is pinned.
 AZURITE_VERSION=3.35.0
