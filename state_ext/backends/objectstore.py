@@ -238,12 +238,6 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
         self._run(f"unlock state {state_id!r}", self.store.delete_if,
                   self.key(state_id, LOCK_FILE), marker)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
     def close(self) -> None:
         closer = getattr(self.store, "close", None)
         if closer is not None:

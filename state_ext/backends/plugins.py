@@ -136,12 +136,6 @@ class PluginBackend(StateBackend):
         else:
             self._call(f"unlock state {state_id!r}", lock.__exit__, None, None, None)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
     def close(self) -> None:
         closer = getattr(self.manager, "close", None)
         if closer is not None:
