@@ -94,16 +94,14 @@ def write_export(states: Iterator[tuple[str, Envelope]], out: IO[str]) -> int:
     The first state is read before anything is written, so a store that cannot be read
     leaves stdout empty.
     """
+    compact = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per call
     states = iter(states)
     first = next(states, None)
     out.write("{")
     count = 0
     for state_id, envelope in itertools.chain([first] if first else [], states):
-        if count:
-            out.write(",")
-        out.write(json.dumps(state_id))
-        out.write(":")
-        out.write(json.dumps(envelope.to_dict(), separators=(",", ":")))
+        out.write(f'{"," if count else ""}{compact(state_id)}:{{"completed":'
+                  f'{compact(envelope.completed)},"partial":{compact(envelope.partial)}}}')
         count += 1
     out.write("}\n")
     return count

@@ -3,11 +3,15 @@
 The engine walks the source's IDs in chunks, so memory stays flat whatever the number of
 states (only IDs and short digests are kept), in up to four passes:
 
-1. plan: read both sides, classify each ID (copy, identical, conflict); conflicts are
-   decided by ``on_conflict`` before anything is written, and ``--dry-run`` stops here;
-2. write: under the destination's lock, and only if the destination still holds what was
-   planned over (so a pipeline writing meanwhile is never clobbered);
-3. verify: read every written ID back and compare it with the source;
+1. plan: one listing of the destination; only IDs present on both sides are read and
+   classified (identical, conflict, overwrite), so conflicts are decided by
+   ``on_conflict`` before anything is written, and ``--dry-run`` stops here. IDs absent
+   from the destination need no read: they are planned as "absent" and the checked
+   write below refuses them if a pipeline creates them meanwhile;
+2. write: each source state is read once, then written under the destination's lock and
+   only if the destination still holds what was planned over (so a pipeline writing
+   meanwhile is never clobbered); then one durability barrier (``flush``);
+3. verify: read every written ID back and compare it with what was copied;
 4. delete the source (``--delete-source``) ID by ID, only once verified and only if the
    source still holds what was copied.
 
@@ -113,11 +117,17 @@ def transfer(
         validate_state_id(src_id), validate_state_id(dst_id)
     report.total = len(pairs)
 
-    # 1. plan
+    # 1. plan: read only what both sides hold
+    present = set(dst.list_ids())
     to_write: list[tuple[str, str]] = []
     planned_dst: dict[str, str | None] = {}
-    copied_digest: dict[str, str] = {}  # source ID -> digest of what it held
-    for done, chunk in enumerate(_chunks(pairs)):
+    copied_digest: dict[str, str] = {}  # source ID -> digest of what it held (or holds)
+    both = [(s, d) for s, d in pairs if d in present]
+    for src_id, dst_id in pairs:
+        if dst_id not in present:
+            to_write.append((src_id, dst_id))
+            planned_dst[dst_id] = None
+    for done, chunk in enumerate(_chunks(both)):
         source = _read(src, (s for s, _ in chunk))
         target = _read(dst, (d for _, d in chunk))
         for src_id, dst_id in chunk:
@@ -139,7 +149,10 @@ def transfer(
                     continue
             to_write.append((src_id, dst_id))
             planned_dst[dst_id] = dst_digest
-        progress("plan", min((done + 1) * CHUNK, len(pairs)), len(pairs))
+        absent = len(pairs) - len(both)  # planned without a read
+        progress("plan", absent + min((done + 1) * CHUNK, len(both)), len(pairs))
+    if not both:
+        progress("plan", len(pairs), len(pairs))
     _count(report, to_write, planned_dst)
     if dry_run or not report.ok:
         report.elapsed_seconds = time.monotonic() - started
@@ -151,7 +164,11 @@ def transfer(
         source = _read(src, (s for s, _ in chunk))
         states = {}
         for src_id, dst_id in chunk:
-            if digest(source[src_id]) != copied_digest[src_id]:
+            held = digest(source[src_id])
+            if held is None:
+                report.failed[src_id] = "no state at the source (deleted meanwhile?)"
+                continue
+            if copied_digest.setdefault(src_id, held) != held:
                 report.failed[dst_id] = "the source changed during the migration; run it again"
                 continue
             states[dst_id] = source[src_id]
@@ -161,6 +178,7 @@ def transfer(
         report.failed.update(failures)
         written += [(s, d) for s, d in chunk if d in states and d not in failures]
         progress("write", min((done + 1) * CHUNK, len(to_write)), len(to_write))
+    dst.flush()  # what was written is durable before it is verified or the source deleted
     _count(report, written, planned_dst)
 
     # 3. verify what we wrote

@@ -24,7 +24,12 @@ import pytest
 
 from state_ext.model import Envelope
 from tests.support.cli import STATE_EXTENSION, state_ext
-from tests.support.emulators import s3_server  # noqa: F401 - fixture
+from tests.support.emulators import (  # noqa: F401 - fixtures
+    StoreCase,
+    azure_server,
+    gcs_server,
+    s3_server,
+)
 from tests.support.project import write_project
 
 MELTANO_DDL = (
@@ -507,9 +512,18 @@ def open_store(kind: str, root: Path, database_uri: str | None = None):
                                         database_uri=database_uri))
 
 
-@pytest.fixture(params=["file", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+SERVER_FIXTURES = {"s3": "s3_server", "gs": "gcs_server", "azure": "azure_server"}
+
+
+@pytest.fixture(params=["file", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+                        "s3", "gs", "azure"])
 def destination(request, tmp_path):
-    if request.param == "file":
+    if request.param in SERVER_FIXTURES:
+        case = StoreCase(request.param,
+                         request.getfixturevalue(SERVER_FIXTURES[request.param]))
+        backend = case.backend(f"{request.param}://{case.new_bucket()}/meltano/state",
+                               lock_timeout=2)
+    elif request.param == "file":
         backend = open_store("file", tmp_path / "dest")
     elif request.param == "sqlite":
         db = Db(tmp_path / "dest.db")
@@ -565,20 +579,62 @@ def test_concurrent_writer_between_plan_and_write_is_not_overwritten(tmp_path, d
     source.close()
 
 
-def test_source_changed_between_plan_and_write_is_reported(tmp_path, destination):
+def test_source_changed_after_plan_is_copied_as_it_is_when_written(tmp_path, destination):
+    """Absent IDs are read once, at write time: a change made after the plan is what
+    gets copied, verified and (with --delete-source) deleted."""
+    from state_ext.transfer import transfer
+
+    source = seeded_source(tmp_path, NEW)
+    changed, newer = "dev:new-1", Envelope.complete(singer({"newer": True}))
+
+    def progress(phase, done, total):
+        if phase == "plan" and done == total:
+            source.put(changed, newer)
+
+    got = transfer(source, destination, delete_source=True, progress=progress)
+    assert got.ok and got.copied == 3 and got.deleted_from_source == 3
+    assert destination.get(changed) == newer
+    assert source.get(changed) is None
+
+
+def test_source_changed_after_write_is_not_deleted(tmp_path, destination):
+    from state_ext.transfer import transfer
+
+    source = seeded_source(tmp_path, NEW)
+    changed, newer = "dev:new-1", Envelope.complete(singer({"newer": True}))
+    before = envelopes(NEW)[changed]
+
+    def progress(phase, done, total):
+        if phase == "write" and done == total:
+            source.put(changed, newer)  # a pipeline writes the source after we copied it
+
+    got = transfer(source, destination, delete_source=True, progress=progress)
+    assert "not deleted from the source" in got.failed[changed]
+    assert "changed by another process" in got.failed[changed]
+    assert destination.get(changed) == before
+    assert source.get(changed) == newer  # kept: what it holds now was never copied
+    assert got.deleted_from_source == 2
+    assert got.ok is False
+
+
+def test_source_changed_between_plan_and_write_of_an_overwrite_is_reported(tmp_path, destination):
+    """IDs on both sides are planned from a read; if the source moves on before the
+    write, the plan is stale and the ID is reported, not copied."""
     from state_ext.transfer import transfer
 
     source = seeded_source(tmp_path, NEW)
     changed = "dev:new-1"
+    destination.put(changed, Envelope.complete(singer({"old": True})))
 
     def progress(phase, done, total):
         if phase == "plan" and done == total:
             source.put(changed, Envelope.complete(singer({"newer": True})))
 
-    got = transfer(source, destination, delete_source=True, progress=progress)
+    got = transfer(source, destination, on_conflict="overwrite", delete_source=True,
+                   progress=progress)
     assert "source changed" in got.failed[changed]
-    assert destination.get(changed) is None
-    assert source.get(changed) == Envelope.complete(singer({"newer": True}))  # not deleted
+    assert destination.get(changed) == Envelope.complete(singer({"old": True}))
+    assert source.get(changed) == Envelope.complete(singer({"newer": True}))
     assert got.deleted_from_source == 2
     assert got.ok is False
 

@@ -128,6 +128,8 @@ class StateBackend(ABC):
         return _run_checked(self, expected, lambda slot, state_id: slot.delete(), expected,
                             concurrency)
 
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Make bulk writes durable (a barrier); stores whose writes are durable do nothing."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections; the CLI calls it once per command."""

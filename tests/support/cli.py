@@ -31,7 +31,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     """The test process env without anything that would point at another project or store."""
     env = {
         k: v for k, v in os.environ.items()
-        if not k.startswith(("MELTANO_", "STATE_EXT_", "LOG_")) or k == "MELTANO_SEND_ANONYMOUS_USAGE_STATS"
+        if not k.startswith(("MELTANO_", "STATE_EXT_", "LOG_"))
+        or k == "MELTANO_SEND_ANONYMOUS_USAGE_STATS"
     }
     env["MELTANO_SEND_ANONYMOUS_USAGE_STATS"] = "false"
     env.update(extra)
