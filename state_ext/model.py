@@ -41,9 +41,13 @@ def _merge_into(src: dict, dest: dict) -> None:
             dest[key] = copy.deepcopy(value)
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def canonical_json(value: Any) -> str:
-    """A stable text form used to compare states across backends."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    """A stable text form used to compare states across backends (one shared encoder:
+    ``json.dumps`` with options builds a new one per call, and migrate calls this a lot)."""
+    return _CANONICAL.encode(value)
 
 
 @dataclass

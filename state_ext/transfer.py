@@ -10,8 +10,9 @@ states (only IDs and short digests are kept), in up to four passes:
    write below refuses them if a pipeline creates them meanwhile;
 2. write: each source state is read once, then written under the destination's lock and
    only if the destination still holds what was planned over (so a pipeline writing
-   meanwhile is never clobbered); then one durability barrier (``flush``);
-3. verify: read every written ID back and compare it with what was copied;
+   meanwhile is never clobbered);
+3. verify: each written chunk is read back at once and compared, value for value, with
+   what the source held; then one durability barrier (``flush``);
 4. delete the source (``--delete-source``) ID by ID, only once verified and only if the
    source still holds what was copied.
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 
 from state_ext.backends.base import StateBackend, digest
 from state_ext.errors import ConfigurationError
+from state_ext.model import Envelope
 from state_ext.state_ids import validate_state_id
 
 CHUNK = 500
@@ -158,35 +160,41 @@ def transfer(
         report.elapsed_seconds = time.monotonic() - started
         return report
 
-    # 2. write, under the destination's lock, if it still holds what we planned over
-    written: list[tuple[str, str]] = []
+    # 2. write each chunk under the destination's lock, if it still holds what we planned
+    # over; 3. read the chunk back at once and compare it with what the source held
+    report.copied = report.overwritten = 0
     for done, chunk in enumerate(_chunks(to_write)):
         source = _read(src, (s for s, _ in chunk))
-        states = {}
+        states: dict[str, Envelope] = {}
+        origin: dict[str, str] = {}
         for src_id, dst_id in chunk:
-            held = digest(source[src_id])
-            if held is None:
+            envelope = source[src_id]
+            if envelope is None:
                 report.failed[src_id] = "no state at the source (deleted meanwhile?)"
                 continue
-            if copied_digest.setdefault(src_id, held) != held:
+            planned = copied_digest.get(src_id)  # set only for IDs planned from a read
+            if planned is not None and digest(envelope) != planned:
                 report.failed[dst_id] = "the source changed during the migration; run it again"
                 continue
-            states[dst_id] = source[src_id]
+            states[dst_id], origin[dst_id] = envelope, src_id
         failures = dst.put_many_checked(
             states, {d: planned_dst[d] for d in states}, concurrency=concurrency
         )
         report.failed.update(failures)
-        written += [(s, d) for s, d in chunk if d in states and d not in failures]
+        ok = [d for d in states if d not in failures]
+        back = _read(dst, ok)
+        for dst_id in ok:
+            if back[dst_id] != states[dst_id]:  # value for value, both halves
+                report.mismatched.append(dst_id)
+                continue
+            if planned_dst[dst_id] is None:
+                report.copied += 1
+            else:
+                report.overwritten += 1
+            if delete_source:  # remember what was copied, to delete only that
+                copied_digest.setdefault(origin[dst_id], digest(states[dst_id]))
         progress("write", min((done + 1) * CHUNK, len(to_write)), len(to_write))
-    dst.flush()  # what was written is durable before it is verified or the source deleted
-    _count(report, written, planned_dst)
-
-    # 3. verify what we wrote
-    for chunk in _chunks(written):
-        target = _read(dst, (d for _, d in chunk))
-        report.mismatched += [
-            d for s, d in chunk if digest(target[d]) != copied_digest[s]
-        ]
+    dst.flush()  # what was written is durable before anything leaves the source
 
     # 4. delete the source, ID by ID, once verified
     if delete_source:

@@ -217,7 +217,7 @@ class SystemDbBackend(StateBackend):
             with self._connect(write=False) as conn:
                 rows = conn.execute(
                     select(t.c.state_id, t.c.completed_state, t.c.partial_state)
-                    .where(t.c.state_id.in_(chunk))
+                    .where(self._in(conn, chunk))
                 ).all()
             found = {r[0]: self._envelope(*r) for r in rows}
             for state_id in chunk:
@@ -271,12 +271,44 @@ class SystemDbBackend(StateBackend):
                 {"ids": sorted(ids)},
             )
         query = select(t.c.state_id, t.c.completed_state, t.c.partial_state).where(
-            t.c.state_id.in_(ids)
+            self._in(conn, ids)
         )
         if conn.dialect.name != "sqlite":
             query = query.with_for_update()
         current = {row[0]: digest(self._envelope(*row)) for row in conn.execute(query)}
         return {state_id: current.get(state_id) for state_id in ids}
+
+    def _in(self, conn, ids: list[str]):
+        """``state_id IN (...)``; on PostgreSQL ``= ANY(array)``: one parameter, so the
+        statement text is the same for every chunk and is parsed once."""
+        column = self.table.c.state_id
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy import String, any_, bindparam
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            return column == any_(bindparam("ids", list(ids), type_=ARRAY(String)))
+        return column.in_(ids)
+
+    def _insert(self, conn, rows: list[dict]) -> None:
+        """Many rows; on PostgreSQL one ``INSERT ... SELECT unnest(arrays)`` per chunk
+        instead of one statement per row."""
+        if not rows:
+            return
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy import text
+
+            conn.execute(text(
+                "INSERT INTO state (state_id, completed_state, partial_state, updated_at) "
+                "SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:completed AS text[]), "
+                "CAST(:partial AS text[]), CAST(:updated AS timestamp[]))"
+            ), {
+                "ids": [r["state_id"] for r in rows],
+                "completed": [r["completed_state"] for r in rows],
+                "partial": [r["partial_state"] for r in rows],
+                "updated": [r["updated_at"] for r in rows],
+            })
+            return
+        conn.execute(self.table.insert(), rows)
 
     def put_many_checked(self, states, expected, concurrency=8):
         t = self.table
@@ -293,9 +325,10 @@ class SystemDbBackend(StateBackend):
                         failures[state_id] = "changed by another process during the operation"
                     else:
                         ready.append((state_id, envelope))
-                if ready:
-                    conn.execute(t.delete().where(t.c.state_id.in_([i for i, _ in ready])))
-                    conn.execute(t.insert(), [_row(i, e, now) for i, e in ready])
+                replaced = [i for i, _ in ready if current[i] is not None]
+                if replaced:
+                    conn.execute(t.delete().where(self._in(conn, replaced)))
+                self._insert(conn, [_row(i, e, now) for i, e in ready])
         return failures
 
     def delete_many_checked(self, expected, concurrency=8):
