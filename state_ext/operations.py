@@ -92,17 +92,21 @@ def write_export(states: Iterator[tuple[str, Envelope]], out: IO[str]) -> int:
     """Stream ``meltano state export``'s document: compact JSON, one trailing newline.
 
     The first state is read before anything is written, so a store that cannot be read
-    leaves stdout empty.
+    leaves stdout empty. States are encoded a thousand at a time, in one call of the C
+    encoder each, which is what makes a big export fast.
     """
-    compact = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per call
+    compact = json.JSONEncoder(separators=(",", ":")).encode
     states = iter(states)
     first = next(states, None)
     out.write("{")
     count = 0
-    for state_id, envelope in itertools.chain([first] if first else [], states):
-        out.write(f'{"," if count else ""}{compact(state_id)}:{{"completed":'
-                  f'{compact(envelope.completed)},"partial":{compact(envelope.partial)}}}')
-        count += 1
+    rest = itertools.chain([first] if first else [], states)
+    while True:
+        batch = {i: e.to_dict() for i, e in itertools.islice(rest, 1000)}
+        if not batch:
+            break
+        out.write(("," if count else "") + compact(batch)[1:-1])
+        count += len(batch)
     out.write("}\n")
     return count
 

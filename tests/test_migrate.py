@@ -795,3 +795,31 @@ def test_memory_stays_flat_at_20000_states(proj, dst):
     assert peak_mb < 200, f"peak RSS {peak_mb:.0f} MB"
     written = sum(1 for _ in dst.iterdir())
     assert written == count
+
+
+def test_file_destination_holds_only_meltanos_layout_after_a_bulk_migration(tmp_path,
+                                                                            monkeypatch):
+    """Bulk writes leave no lock, no temporary file and no empty folder behind, nested
+    IDs included, and the barrier (one syncfs) runs once per migration."""
+    from state_ext.backends import file as file_backend
+    from state_ext.transfer import transfer
+
+    states = {**NEW, "nested/a/b": env_(singer({"n": 1}))}
+    source = seeded_source(tmp_path, states)
+    destination = open_store("file", tmp_path / "dest")
+    barriers = []
+    real_sync = file_backend._sync_filesystem
+    monkeypatch.setattr(file_backend, "_sync_filesystem",
+                        lambda path: (barriers.append(path), real_sync(path)))
+    got = transfer(source, destination)
+    assert got.ok and got.copied == 4
+    assert barriers == [str(tmp_path / "dest")]
+    left = sorted(str(p.relative_to(tmp_path / "dest")) for p in (tmp_path / "dest").rglob("*"))
+    assert left == sorted(
+        ["dev:new-0", "dev:new-0/state.json", "dev:new-1", "dev:new-1/state.json",
+         "dev:new-2", "dev:new-2/state.json", "nested", "nested/a", "nested/a/b",
+         "nested/a/b/state.json"]
+    )
+    assert file_raw(tmp_path / "dest") == file_expected(states)
+    destination.flush()  # nothing written since: no second barrier
+    assert len(barriers) == 1

@@ -28,7 +28,6 @@ from state_ext.state_ids import matches, validate_state_id
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
 READ_ATTEMPTS = 5  # Meltano truncates then writes: give a concurrent writer a moment
-BATCH = 500  # bulk writes hold at most this many locks at once
 _UNIQUE = itertools.count()
 _PREFIX: list[str] = []
 
