@@ -823,3 +823,30 @@ def test_file_destination_holds_only_meltanos_layout_after_a_bulk_migration(tmp_
     assert file_raw(tmp_path / "dest") == file_expected(states)
     destination.flush()  # nothing written since: no second barrier
     assert len(barriers) == 1
+
+
+@pytest.mark.postgres
+def test_postgres_bulk_write_waits_for_a_foreign_insert_then_fails_cleanly(tmp_path,
+                                                                            postgres_url):
+    """A row another session inserted but has not committed blocks the bulk COPY: after
+    lock_timeout_seconds the chunk fails with one clear lock error and writes nothing."""
+    import psycopg
+
+    from state_ext.errors import LockTimeoutError
+    from state_ext.transfer import transfer
+
+    dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(PG_DDL)
+    source = seeded_source(tmp_path, NEW)
+    destination = open_store("systemdb", tmp_path, postgres_url)  # lock timeout 2 s
+    with psycopg.connect(dsn) as foreign:  # an open transaction, as a running pipeline
+        foreign.execute("INSERT INTO state (state_id, completed_state, partial_state) "
+                        "VALUES ('dev:new-1', '{}', '{}')")
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError, match="locked by another process"):
+            transfer(source, destination)
+        assert 1.5 < time.monotonic() - started < 20
+        foreign.rollback()
+    assert destination.list_ids() == []
+    destination.close()

