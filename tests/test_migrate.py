@@ -850,3 +850,34 @@ def test_postgres_bulk_write_waits_for_a_foreign_insert_then_fails_cleanly(tmp_p
         foreign.rollback()
     assert destination.list_ids() == []
     destination.close()
+
+
+@pytest.fixture(params=["s3", "gs", "azure"])
+def object_store(request):
+    return StoreCase(request.param, request.getfixturevalue(SERVER_FIXTURES[request.param]))
+
+
+def test_object_store_migration_waits_for_a_foreign_lock_and_stale_locks_are_taken_over(
+        tmp_path, object_store):
+    """Meltano's lock objects on the destination: a fresh one makes that ID fail after the
+    lock timeout (the others are copied); a stale one is taken over, as Meltano would."""
+    from state_ext.transfer import transfer
+
+    bucket = object_store.new_bucket()
+    uri_ = f"{object_store.scheme}://{bucket}/meltano/state"
+    destination = object_store.backend(uri_, lock_timeout=2)
+    object_store.write(bucket, "meltano/state/dev:new-1/lock", str(time.time() + 3600).encode())
+    object_store.write(bucket, "meltano/state/dev:new-2/lock", str(time.time() - 60).encode())
+    source = seeded_source(tmp_path, NEW)
+    started = time.monotonic()
+    got = transfer(source, destination)
+    assert 1.5 < time.monotonic() - started < 30
+    assert list(got.failed) == ["dev:new-1"] and "locked by another process" in got.failed[
+        "dev:new-1"]
+    assert got.copied == 2
+    assert destination.get("dev:new-2") == envelopes(NEW)["dev:new-2"]
+    keys = object_store.keys(bucket)
+    assert "meltano/state/dev:new-2/lock" not in keys  # taken over, then released
+    assert "meltano/state/dev:new-1/lock" in keys  # the foreign fresh lock is left alone
+    assert "meltano/state/dev:new-1/state.json" not in keys
+    destination.close()

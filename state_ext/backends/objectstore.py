@@ -199,33 +199,61 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
             yield _ObjectSlot(self, state_id)
 
     def put_many_checked(self, states, expected, concurrency=8):
-        """Migrate: per ID, lock, write, unlock; an ID planned as absent is written with a
-        conditional create (one request that is both the check and the write), so a new
-        state costs three requests: lock, create, unlock."""
+        """Migrate: per ID, lock, write, unlock, all on the event loop (``concurrency`` IDs
+        in flight). An ID planned as absent is written with a conditional create, one
+        request that is both the check and the write, so a new state costs three requests:
+        lock, create, unlock."""
+        ids = [validate_state_id(state_id) for state_id in states]
+        if not ids:
+            return {}
+        lock_wait = self.settings.lock_timeout_seconds + self.settings.lock_retry_seconds
+        reasons = self._run("write states", self._put_checked_many, states, expected,
+                            max(1, concurrency),
+                            timeout=self._bulk_timeout(len(ids)) * 3 + lock_wait)
+        return {state_id: reason for state_id, reason in zip(ids, reasons, strict=True)
+                if reason}
+
+    async def _put_checked_many(self, states, expected, concurrency: int) -> list[str | None]:
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(state_id: str) -> str | None:
+            async with semaphore:
+                try:
+                    return await self._put_checked(state_id, states[state_id],
+                                                   expected[state_id])
+                except StateExtError as exc:
+                    return exc.message
+                except Exception as exc:  # noqa: BLE001 - reported per ID, as one line
+                    return self.describe_failure(f"write state {state_id!r}", exc)
+
+        return await asyncio.gather(*(one(state_id) for state_id in states))
+
+    async def _put_checked(self, state_id: str, envelope: Envelope,
+                           expected: str | None) -> str | None:
         from state_ext.backends.base import digest
+        from state_ext.backends.locks import hold_lock_async
 
-        def one(state_id: str) -> str | None:
-            envelope = states[state_id]
-            with self.transaction(state_id) as slot:
-                if expected[state_id] is None:
-                    created = slot.create(envelope)
-                else:
-                    created = digest(slot.read()) == expected[state_id]
-                    if created:
-                        slot.write(envelope)
-            return None if created else "changed by another process during the operation"
+        key, lock_key = self.key(state_id), self.key(state_id, LOCK_FILE)
+        data = envelope.to_json().encode("utf-8")
 
-        def guarded(state_id: str) -> str | None:
-            try:
-                return one(validate_state_id(state_id))
-            except StateExtError as exc:
-                return exc.message
+        async def read_lock():
+            found = await self.store.get_versioned(lock_key)
+            return None if found is None else (found[0].decode("utf-8", "replace"), found[1])
 
-        ids = list(states)
-        threads = max(1, min(concurrency, len(ids) or 1))
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            reasons = list(pool.map(guarded, ids))
-        return {state_id: reason for state_id, reason in zip(ids, reasons, strict=True) if reason}
+        async with hold_lock_async(
+            lambda content: self.store.create(lock_key, content.encode()),
+            read_lock,
+            lambda content, marker: self.store.delete_if(lock_key, marker),
+            state_id=state_id, timeout=self.settings.lock_timeout_seconds,
+            retry=self.settings.lock_retry_seconds, where=self.label,
+        ):
+            if expected is None:
+                written = await self.store.create(key, data) is not None
+            else:
+                written = digest(self._parse(state_id, await self.store.get(key))) == expected
+                if written:
+                    await self.store.put(key, data)
+        return None if written else "changed by another process during the operation"
 
     def put_many(self, states: dict[str, Envelope]) -> int:
         for state_id in states:
@@ -285,13 +313,6 @@ class _ObjectSlot(StateSlot):
         b = self.backend
         b._run(f"write state {self.state_id!r}", b.store.put, b.key(self.state_id),
                envelope.to_json().encode("utf-8"))
-
-    def create(self, envelope: Envelope) -> bool:
-        """Write only if no state exists (If-None-Match: * / ifGenerationMatch=0)."""
-        b = self.backend
-        marker = b._run(f"write state {self.state_id!r}", b.store.create, b.key(self.state_id),
-                        envelope.to_json().encode("utf-8"))
-        return marker is not None
 
     def delete(self) -> bool:
         b = self.backend
