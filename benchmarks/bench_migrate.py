@@ -221,7 +221,7 @@ def mark(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def render(rows: list[dict], rss: dict | None, n: int) -> str:
+def render(rows: list[dict], rss: dict | None, n: int, rss_run: bool = True) -> str:
     lines = [f"| pair ({n} states) | state-ext (s, states/s) | export\\|import (s) | x faster | "
              "per-ID loop (s est.) | x faster |", "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -241,8 +241,10 @@ def render(rows: list[dict], rss: dict | None, n: int) -> str:
                      f"file: {rss['peak_mb']:.0f} MB {mark(rss['peak_mb'] < RSS_GOAL_MB)} "
                      f"(goal < {RSS_GOAL_MB:.0f} MB); {rss['elapsed_s']:.1f} s, "
                      f"{rss['states'] / rss['elapsed_s']:,.0f} states/s.")
-    else:
+    elif rss_run:
         lines.append("Peak RSS: ERROR (see stderr).")
+    else:
+        lines.append("Peak RSS: not measured (--rss-states 0).")
     lines.append(f"Goals: >= {EXPORT_GOAL:g}x faster than export|import on every pair, >= "
                  f"{LOOP_GOAL:g}x faster than the per-ID loop, peak RSS < {RSS_GOAL_MB:.0f} MB.")
     return "\n".join(lines)
@@ -259,8 +261,17 @@ def main() -> int:
     parser.add_argument("--state-ext", default=str(REPO_ROOT / ".venv/bin/state_extension"))
     parser.add_argument("--pg-to", default="{url}",
                         help="state-ext URI of a PostgreSQL systemdb; {url} = its SQLAlchemy URL")
+    parser.add_argument("--only", default="",
+                        help="comma-separated pairs to run, e.g. s3-gs,systemdb-file "
+                             "(default: all four); --rss-states 0 skips the RSS run")
     args = parser.parse_args()
-    if min(args.states, args.sample, args.rss_states, args.repeat) < 1:
+    pairs = [p for p in PAIRS if not args.only or "-".join(p) in args.only.split(",")]
+    if args.only and not pairs:
+        parser.error(f"--only: none of {args.only!r} is one of "
+                     f"{', '.join('-'.join(p) for p in PAIRS)}")
+    if args.rss_states == 0:
+        args.rss_states = None
+    if min(args.states, args.sample, args.rss_states or 1, args.repeat) < 1:
         parser.error("--states, --sample, --rss-states and --repeat must be at least 1")
     args.sample = min(args.sample, args.states)
 
@@ -278,7 +289,7 @@ def main() -> int:
                 "states with state_extension import")
             b.meltano("state", "list", store=b.sources["systemdb"])
             b.state_ext("import", docfile, src=b.sources["systemdb"])
-            for src_kind, dst_kind in PAIRS:
+            for src_kind, dst_kind in pairs:
                 try:
                     rows.append(b.pair(src_kind, dst_kind, sorted(doc), docfile))
                 except (BenchError, subprocess.TimeoutExpired, OSError) as exc:
@@ -287,7 +298,7 @@ def main() -> int:
                                  "error": str(exc)})
                     failed = True
             try:
-                rss = b.rss()
+                rss = b.rss() if args.rss_states else None
             except (BenchError, subprocess.TimeoutExpired, OSError) as exc:
                 log(f"FAILED RSS run: {exc}")
                 failed = True
@@ -296,7 +307,7 @@ def main() -> int:
             return 1
         finally:
             b.close()
-    print(render(rows, rss, args.states))
+    print(render(rows, rss, args.states, rss_run=bool(args.rss_states)))
     print(f"({os.cpu_count()} CPUs, load average {load:.1f} -> {os.getloadavg()[0]:.1f}; "
           f"wall clock of whole processes; state-ext median of {args.repeat}, meltano 1 run.)")
     if args.json:

@@ -84,6 +84,26 @@ def _read(backend: StateBackend, ids: Iterable[str]) -> dict:
     return dict(backend.iter_states(list(ids)))
 
 
+def _prefetched(src: StateBackend, chunks: Iterator[list]) -> Iterator[tuple[list, dict]]:
+    """Yield (chunk, its source states), reading the next chunk while the caller writes
+    this one: the source and the destination are busy at the same time (two chunks in
+    memory at most)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(chunk):
+        return chunk, _read(src, (s for s, _ in chunk))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for chunk in chunks:
+            ahead = pool.submit(read, chunk)
+            if pending is not None:
+                yield pending.result()
+            pending = ahead
+        if pending is not None:
+            yield pending.result()
+
+
 def ensure_distinct(src: StateBackend, dst: StateBackend) -> None:
     """Refuse a store copied onto itself or into itself: identical states would look
     migrated, and ``--delete-source`` would delete the only copy."""
@@ -104,7 +124,7 @@ def transfer(
     on_conflict: str = "fail",
     dry_run: bool = False,
     delete_source: bool = False,
-    concurrency: int = 8,
+    concurrency: int = 64,
     progress: Progress | None = None,
 ) -> TransferReport:
     """Copy ``pairs`` (source ID, destination ID), or every ID matching ``pattern``."""
@@ -163,8 +183,7 @@ def transfer(
     # 2. write each chunk under the destination's lock, if it still holds what we planned
     # over; 3. read the chunk back at once and compare it with what the source held
     report.copied = report.overwritten = 0
-    for done, chunk in enumerate(_chunks(to_write)):
-        source = _read(src, (s for s, _ in chunk))
+    for done, (chunk, source) in enumerate(_prefetched(src, _chunks(to_write))):
         states: dict[str, Envelope] = {}
         origin: dict[str, str] = {}
         for src_id, dst_id in chunk:

@@ -120,7 +120,7 @@ def migrate(
         help="Delete each migrated state from the source once verified.")] = False,
     concurrency: Annotated[int, typer.Option(
         min=1, max=64, envvar="STATE_EXT_MIGRATE_CONCURRENCY",
-        help="Parallel writes per batch.")] = 16,
+        help="Writes in flight at once (object stores; file:// uses at most 4 threads).")] = 64,
     output_format: Annotated[ListFormat, typer.Option(
         "--format", help="json prints the report on stdout.")] = ListFormat.text,
     project_root: ProjectRootOption = None,
