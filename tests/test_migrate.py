@@ -881,3 +881,22 @@ def test_object_store_migration_waits_for_a_foreign_lock_and_stale_locks_are_tak
     assert "meltano/state/dev:new-1/lock" in keys  # the foreign fresh lock is left alone
     assert "meltano/state/dev:new-1/state.json" not in keys
     destination.close()
+
+
+def test_an_incomplete_destination_file_stops_the_plan_before_any_write(tmp_path):
+    """What a power loss can leave behind (an empty state.json): the next run names the
+    file and writes nothing, so the user can delete it and run again."""
+    from state_ext.errors import BackendError
+    from state_ext.transfer import transfer
+
+    source = seeded_source(tmp_path, NEW)
+    (tmp_path / "dest" / "dev:new-1").mkdir(parents=True)
+    (tmp_path / "dest" / "dev:new-1" / "state.json").write_bytes(b"")
+    destination = open_store("file", tmp_path / "dest")
+    with pytest.raises(BackendError, match=r"dev:new-1/state\.json: stored state is not valid"):
+        transfer(source, destination)
+    assert file_raw(tmp_path / "dest") == {"dev:new-1": b""}
+    (tmp_path / "dest" / "dev:new-1" / "state.json").unlink()
+    got = transfer(source, destination)
+    assert got.ok and got.copied == 3
+    assert file_raw(tmp_path / "dest") == file_expected(NEW)
