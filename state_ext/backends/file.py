@@ -2,8 +2,10 @@
 
 ``<dir>/<state_id>/state.json`` holds the envelope and ``<dir>/<state_id>/lock`` the lock,
 with the raw state ID as folder name (IDs with ``/`` nest). Unlike Meltano we write
-atomically (temporary file, fsync, rename), so a reader never sees half a file; we list
-nested IDs too; and a delete removes only that ID's files, never the IDs nested below it.
+atomically (temporary file, fsync, rename), so a reader never sees half a file (a migration
+renames without the per-file fsync and makes the whole batch durable with one ``syncfs``
+in ``flush``); we list nested IDs too; and a delete removes only that ID's files, never the
+IDs nested below it.
 """
 
 from __future__ import annotations
