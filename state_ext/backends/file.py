@@ -145,30 +145,15 @@ class FileBackend(StateBackend, LockPrimitives):
     # -- writes ------------------------------------------------------------------
     @contextmanager
     def transaction(self, state_id: str):
-        directory = self._dir(state_id)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BackendError(
-                f"Cannot write state for {state_id!r}: cannot create {directory}: {_describe(exc)}"
-            ) from None
-        try:
-            with hold_lock(
-                self, state_id,
-                timeout=self.settings.lock_timeout_seconds,
-                retry=self.settings.lock_retry_seconds,
-                where=str(self.root),
-            ):
-                yield _FileSlot(self, state_id, directory)
-        finally:
-            self._prune(directory)  # a delete or a failed write leaves no empty folder
+        with self._locked(state_id) as directory:
+            yield _FileSlot(self, state_id, Path(directory))
 
     # -- bulk writes ----------------------------------------------------------------
     def put_many(self, states: dict[str, Envelope]) -> int:
         """Import: lock every ID first, so that one lock we cannot take writes nothing."""
         with ExitStack() as held:
             ready = [(i, held.enter_context(self._locked(i))) for i in sorted(states)]
-            failures = self._write_many(ready, states, concurrency=8, durable=True)
+            failures = self._write_durably(ready, states)
         if failures:
             raise BackendError(next(iter(failures.values())))
         return len(states)
@@ -206,7 +191,8 @@ class FileBackend(StateBackend, LockPrimitives):
 
     @contextmanager
     def _locked(self, state_id: str):
-        """The bulk twin of ``transaction``: plain string paths, no slot object."""
+        """Create the ID's folder, hold its lock, and remove the folder again if it was left
+        without a state (a delete, a failed or refused write)."""
         directory = self._path(state_id)
         try:
             _make_dir(directory)
@@ -230,20 +216,19 @@ class FileBackend(StateBackend, LockPrimitives):
         return digest(self.get(state_id)) == expected
 
     @staticmethod
-    def _write_many(ready, states, concurrency: int, *, durable: bool) -> dict[str, str]:
-        """Atomic writes (temporary file, rename) on a few threads: syscalls drop the GIL."""
+    def _write_durably(ready, states) -> dict[str, str]:
+        """Atomic, fsynced writes on a few threads: fsync and rename drop the GIL."""
         from concurrent.futures import ThreadPoolExecutor
 
         def one(item):
             state_id, directory = item
             try:
-                _atomic_write(directory, states[state_id].to_json(), durable=durable)
+                _atomic_write(directory, states[state_id].to_json(), durable=True)
             except BackendError as exc:
                 return state_id, exc.message
             return state_id, None
 
-        workers = max(1, min(concurrency, 4))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with ThreadPoolExecutor(max_workers=4) as pool:
             return {i: reason for i, reason in pool.map(one, ready) if reason}
 
     def flush(self) -> None:

@@ -63,6 +63,32 @@ class LockPrimitives(ABC):
         self.remove_if_unchanged(state_id, held.content, held.marker)
 
 
+class _Refusals:
+    """What to do when our create finds a lock already there; one rule for both loops."""
+
+    RETRY, TAKE_OVER, WAIT = "retry", "take over", "wait"
+
+    def __init__(self, state_id: str, where: str, timeout: float, retry: float):
+        self.state_id, self.where, self.timeout = state_id, where, timeout
+        self.poll = max(retry, MIN_POLL_SECONDS)
+        self.deadline = time.monotonic() + timeout + self.poll
+
+    def next_step(self, current: tuple[str, Any] | None) -> str:
+        if current is None:
+            return self.RETRY  # released between our create and our read: try again at once
+        age = lock_age(current[0])
+        if age is not None and age > self.timeout:
+            return self.TAKE_OVER
+        if time.monotonic() >= self.deadline:
+            shown = current[0].strip()[:40] or "an empty lock"
+            raise LockTimeoutError(
+                f"State ID {self.state_id!r} is locked by another process in {self.where} "
+                f"(lock {shown!r}); gave up after {self.timeout + self.poll:g} s "
+                "(state_backend.lock_timeout_seconds)"
+            )
+        return self.WAIT
+
+
 @contextmanager
 def hold_lock(primitives: LockPrimitives, state_id: str, *, timeout: float, retry: float,
               where: str):
@@ -72,23 +98,14 @@ def hold_lock(primitives: LockPrimitives, state_id: str, *, timeout: float, retr
     stale by then and taken over, as Meltano would, so only a lock that keeps looking
     fresh (a clock far ahead, or an owner that keeps refreshing it) makes us give up.
     """
-    poll = max(retry, MIN_POLL_SECONDS)
-    deadline = time.monotonic() + timeout + poll
-    while True:
-        held = primitives.try_create(state_id, lock_content())
-        if held is not None:
-            break
+    refusals = _Refusals(state_id, where, timeout, retry)
+    while (held := primitives.try_create(state_id, lock_content())) is None:
         current = primitives.read_lock(state_id)
-        if current is None:
-            continue  # released between our create and our read: try again at once
-        content, marker = current
-        age = lock_age(content)
-        if age is not None and age > timeout:
-            primitives.remove_if_unchanged(state_id, content, marker)
-            continue
-        if time.monotonic() >= deadline:
-            raise _timed_out(state_id, where, content, timeout + poll)
-        time.sleep(poll)
+        step = refusals.next_step(current)
+        if step == refusals.TAKE_OVER:
+            primitives.remove_if_unchanged(state_id, *current)
+        elif step == refusals.WAIT:
+            time.sleep(refusals.poll)
     try:
         yield held
     finally:
@@ -105,33 +122,15 @@ async def hold_lock_async(create, read, remove, *, state_id: str, timeout: float
     """
     import asyncio
 
-    poll = max(retry, MIN_POLL_SECONDS)
-    deadline = time.monotonic() + timeout + poll
-    while True:
-        content = lock_content()
-        marker = await create(content)
-        if marker is not None:
-            break
+    refusals = _Refusals(state_id, where, timeout, retry)
+    while (marker := await create(content := lock_content())) is None:
         current = await read()
-        if current is None:
-            continue
-        found, found_marker = current
-        age = lock_age(found)
-        if age is not None and age > timeout:
-            await remove(found, found_marker)
-            continue
-        if time.monotonic() >= deadline:
-            raise _timed_out(state_id, where, found, timeout + poll)
-        await asyncio.sleep(poll)
+        step = refusals.next_step(current)
+        if step == refusals.TAKE_OVER:
+            await remove(*current)
+        elif step == refusals.WAIT:
+            await asyncio.sleep(refusals.poll)
     try:
         yield HeldLock(content, marker)
     finally:
         await remove(content, marker)
-
-
-def _timed_out(state_id: str, where: str, content: str, waited: float) -> LockTimeoutError:
-    shown = content.strip()[:40] or "an empty lock"
-    return LockTimeoutError(
-        f"State ID {state_id!r} is locked by another process in {where} "
-        f"(lock {shown!r}); gave up after {waited:g} s (state_backend.lock_timeout_seconds)"
-    )

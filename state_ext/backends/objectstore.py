@@ -236,13 +236,9 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
         key, lock_key = self.key(state_id), self.key(state_id, LOCK_FILE)
         data = envelope.to_json().encode("utf-8")
 
-        async def read_lock():
-            found = await self.store.get_versioned(lock_key)
-            return None if found is None else (found[0].decode("utf-8", "replace"), found[1])
-
         async with hold_lock_async(
             lambda content: self.store.create(lock_key, content.encode()),
-            read_lock,
+            lambda: self._current_lock(lock_key),
             lambda content, marker: self.store.delete_if(lock_key, marker),
             state_id=state_id, timeout=self.settings.lock_timeout_seconds,
             retry=self.settings.lock_retry_seconds, where=self.label,
@@ -284,12 +280,13 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
         return None if marker is None else HeldLock(content, marker)
 
     def read_lock(self, state_id: str):
-        found = self._run(f"read the lock of {state_id!r}", self.store.get_versioned,
-                          self.key(state_id, LOCK_FILE))
-        if found is None:
-            return None
-        data, marker = found
-        return data.decode("utf-8", "replace"), marker
+        return self._run(f"read the lock of {state_id!r}", self._current_lock,
+                         self.key(state_id, LOCK_FILE))
+
+    async def _current_lock(self, lock_key: str):
+        """(content, version marker) of the lock object, or None when there is none."""
+        found = await self.store.get_versioned(lock_key)
+        return None if found is None else (found[0].decode("utf-8", "replace"), found[1])
 
     def remove_if_unchanged(self, state_id: str, content: str, marker) -> None:
         self._run(f"unlock state {state_id!r}", self.store.delete_if,
