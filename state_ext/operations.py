@@ -91,23 +91,21 @@ def iter_export(
 def write_export(states: Iterator[tuple[str, Envelope]], out: IO[str]) -> int:
     """Stream ``meltano state export``'s document: compact JSON, one trailing newline.
 
-    The first state is read before anything is written, so a store that cannot be read
-    leaves stdout empty. States are encoded a thousand at a time, in one call of the C
-    encoder each, which is what makes a big export fast.
+    States are read and encoded a thousand at a time, in one call of the C encoder
+    each, which is what makes a big export fast. Nothing is written before the first
+    thousand are read, so a store that cannot be read (or a small one with a corrupt
+    state) leaves stdout empty; a failure further on ends the command non-zero.
     """
     compact = json.JSONEncoder(separators=(",", ":")).encode
     states = iter(states)
-    first = next(states, None)
-    out.write("{")
     count = 0
-    rest = itertools.chain([first] if first else [], states)
     while True:
-        batch = {i: e.to_dict() for i, e in itertools.islice(rest, 1000)}
+        batch = {i: e.to_dict() for i, e in itertools.islice(states, 1000)}
         if not batch:
             break
-        out.write(("," if count else "") + compact(batch)[1:-1])
+        out.write(("," if count else "{") + compact(batch)[1:-1])
         count += len(batch)
-    out.write("}\n")
+    out.write(("}" if count else "{}") + "\n")
     return count
 
 

@@ -305,6 +305,54 @@ def test_get_corrupt_state_is_a_one_line_error(store):
     assert result.stdout == ""
 
 
+def test_systemdb_column_texts_meltano_did_not_write_read_as_json_does(project, env, tmp_path):
+    """Bulk reads decode Meltano's own texts with a shortcut; any other text takes the
+    general decoder: surrounding whitespace is still JSON, trailing data and a non-object
+    are still one-line errors, naming the row, with nothing exported."""
+    store = Store("systemdb", project, env, tmp_path)
+    rows = [("spaced", ' \n{"singer_state": {"a": 1}}\t', "{}"),
+            ("plain", '{"singer_state": {"b": 2}}', ' {"singer_state": {"p": 3}} ')]
+    with sqlite3.connect(store.db) as conn:
+        conn.executemany("INSERT INTO state VALUES (?, ?, ?, NULL)",
+                         [(i, partial, completed) for i, completed, partial in rows])
+    exported = json.loads(store.run("export").stdout)
+    assert exported == {
+        "plain": {"completed": {"singer_state": {"b": 2}},
+                  "partial": {"singer_state": {"p": 3}}},
+        "spaced": {"completed": {"singer_state": {"a": 1}}, "partial": {}},
+    }
+    assert store.run("get", "spaced").stdout == '{"singer_state":{"a":1}}\n'
+    for state_id, completed, problem in (("trailing", "{} {}", "not valid JSON"),
+                                         ("array", "[1]", "not a JSON object")):
+        with sqlite3.connect(store.db) as conn:
+            conn.execute("INSERT INTO state VALUES (?, '{}', ?, NULL)", (state_id, completed))
+        for args in (("export",), ("get", state_id)):
+            result = store.run(*args, check=False)
+            one_line_error(result, repr(state_id), problem)
+            assert result.stdout == ""
+        with sqlite3.connect(store.db) as conn:
+            conn.execute("DELETE FROM state WHERE state_id = ?", (state_id,))
+
+
+def test_console_script_flushes_a_big_export_before_its_fast_exit(project, env, tmp_path):
+    """``state_extension`` ends with ``os._exit``: everything still buffered for stdout
+    (a pipe here) must be written first, and the log line must reach stderr."""
+    buffered = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}  # as for users
+    store = Store("systemdb", project, buffered, tmp_path)
+    with sqlite3.connect(store.db) as conn:
+        conn.executemany(
+            "INSERT INTO state VALUES (?, '{}', ?, NULL)",
+            [(f"dev:tap-{n:05d}-to-target-x", dumps({"singer_state": {"n": n, "pad": "x" * 50}}))
+             for n in range(3000)],
+        )
+    result = store.run("export")
+    assert result.stdout.endswith("}}}\n")
+    exported = json.loads(result.stdout)
+    assert len(exported) == 3000
+    assert exported["dev:tap-02999-to-target-x"]["completed"]["singer_state"]["n"] == 2999
+    assert "3000" in result.stderr
+
+
 # -- set -------------------------------------------------------------------------------
 
 

@@ -1,6 +1,5 @@
 """The everyday state commands, named and shaped like ``meltano state``'s."""
 
-from __future__ import annotations
 
 import json
 import sys

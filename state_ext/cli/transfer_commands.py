@@ -1,6 +1,5 @@
 """Commands that work across two backends: copy/move --to, migrate, diff."""
 
-from __future__ import annotations
 
 import json
 import sys
