@@ -99,8 +99,10 @@ def cli() -> None:
       SQLAlchemy's thousands of module objects are imported. A bigger first-generation
       threshold lets it run rarely; it still runs, so a long migrate stays bounded;
     * interpreter finalisation tears those modules down one by one. Every command has
-      closed its backends (connections, sessions, locks) before ``app`` returns, so
-      once stdout and stderr are flushed the process can end at once with its code.
+      closed its backends (connections, sessions, locks) and joined its worker threads
+      before ``app`` returns, so once stdout and stderr are flushed the process can end
+      at once with its code. If a thread is still at work (an unexpected error left it
+      running), the ordinary exit waits for it.
 
     Tests and ``invoke`` call ``app`` itself and keep the ordinary behaviour.
     """
@@ -111,8 +113,8 @@ def cli() -> None:
     except SystemExit as exc:
         code = _exit_code(exc.code)
     code = _flushed(code)
-    if "coverage" in sys.modules:
-        sys.exit(code)  # coverage saves its measurements during finalisation
+    if "coverage" in sys.modules or _threads_still_working():
+        sys.exit(code)  # finalisation saves coverage data and joins the threads
     os._exit(code)
 
 
@@ -123,6 +125,15 @@ def _exit_code(code) -> int:
         return code
     print(code, file=sys.stderr)  # what Python prints for sys.exit("message")
     return 1
+
+
+def _threads_still_working() -> bool:
+    """Worker pools are joined before the commands return; after an unexpected error one
+    may still be finishing a write, and Python's finalisation waits for it."""
+    import threading
+
+    return any(t is not threading.main_thread() and not t.daemon and t.is_alive()
+               for t in threading.enumerate())
 
 
 def _flushed(code: int) -> int:

@@ -169,7 +169,6 @@ def _run_checked(backend, state_ids, action, expected, concurrency) -> dict[str,
     if concurrency <= 1 or len(ids) <= 1:
         results = map(one, ids)
     else:
-        pool = ThreadPoolExecutor(max_workers=concurrency)
-        results = list(pool.map(one, ids))
-        pool.shutdown()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:  # joined even on error
+            results = list(pool.map(one, ids))
     return {state_id: reason for state_id, reason in results if reason}

@@ -5,7 +5,6 @@ the functions that need them, so ``--help`` stays fast. stdout carries data only
 and prompts go to stderr; an expected error is one log line and a non-zero exit.
 """
 
-
 import sys
 from contextlib import contextmanager
 from enum import Enum

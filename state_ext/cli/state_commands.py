@@ -1,6 +1,5 @@
 """The everyday state commands, named and shaped like ``meltano state``'s."""
 
-
 import json
 import sys
 from pathlib import Path

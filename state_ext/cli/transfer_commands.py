@@ -1,6 +1,5 @@
 """Commands that work across two backends: copy/move --to, migrate, diff."""
 
-
 import json
 import sys
 from contextlib import contextmanager
