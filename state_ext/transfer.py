@@ -145,6 +145,7 @@ def transfer(
     planned_dst: dict[str, str | None] = {}
     copied_digest: dict[str, str] = {}  # source ID -> digest of what it held (or holds)
     both = [(s, d) for s, d in pairs if d in present]
+    absent = len(pairs) - len(both)  # planned without a read
     for src_id, dst_id in pairs:
         if dst_id not in present:
             to_write.append((src_id, dst_id))
@@ -171,7 +172,6 @@ def transfer(
                     continue
             to_write.append((src_id, dst_id))
             planned_dst[dst_id] = dst_digest
-        absent = len(pairs) - len(both)  # planned without a read
         progress("plan", absent + min((done + 1) * CHUNK, len(both)), len(pairs))
     if not both:
         progress("plan", len(pairs), len(pairs))

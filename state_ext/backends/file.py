@@ -99,8 +99,7 @@ class FileBackend(StateBackend, LockPrimitives):
         return ("file", "", str(self.root.resolve()).rstrip("/"))
 
     def _dir(self, state_id: str) -> Path:
-        validate_state_id(state_id)
-        return self.root / state_id
+        return Path(self._path(state_id))
 
     def _path(self, state_id: str, name: str = "") -> str:
         """``_dir`` as a plain string: the bulk paths run it ~10 times per state."""

@@ -168,16 +168,13 @@ class SystemDbBackend(StateBackend):
         return BackendError(f"System database {redact_uri(self.database_uri)}: {message}")
 
     def _envelope(self, state_id: str, completed, partial) -> Envelope:
-        # Export and migrate build thousands of these: the common case (two stored
-        # objects, as Meltano writes them) skips the general path and its messages.
-        fast_completed, fast_partial = _fast_load(completed), _fast_load(partial)
-        if type(fast_completed) is dict and type(fast_partial) is dict:
-            return Envelope(completed=fast_completed, partial=fast_partial)
-        where = f"systemdb state {state_id!r}"
-        return Envelope.from_halves(
-            _load(completed, where, "completed_state"), _load(partial, where, "partial_state"),
-            where=where, warn=self.warn,
-        )
+        completed = _load(completed, state_id, "completed_state")
+        partial = _load(partial, state_id, "partial_state")
+        if type(completed) is dict and type(partial) is dict:
+            # the common case, thousands of times per export or migrate: no checks to run
+            return Envelope(completed=completed, partial=partial)
+        return Envelope.from_halves(completed, partial, where=f"systemdb state {state_id!r}",
+                                    warn=self.warn)
 
     # -- reads -------------------------------------------------------------------
     def list_ids(self, pattern: str | None = None) -> list[str]:
@@ -250,7 +247,7 @@ class SystemDbBackend(StateBackend):
         with self._connect(write=True) as conn:
             for start in range(0, len(items), BATCH):
                 chunk = items[start:start + BATCH]
-                conn.execute(t.delete().where(t.c.state_id.in_([i for i, _ in chunk])))
+                conn.execute(t.delete().where(self._in(conn, [i for i, _ in chunk])))
                 self._insert(conn, [_row(i, e, now) for i, e in chunk])
         return len(items)
 
@@ -261,7 +258,7 @@ class SystemDbBackend(StateBackend):
         with self._connect(write=True) as conn:
             for start in range(0, len(ids), BATCH):
                 chunk = ids[start:start + BATCH]
-                count += conn.execute(t.delete().where(t.c.state_id.in_(chunk))).rowcount
+                count += conn.execute(t.delete().where(self._in(conn, chunk))).rowcount
         return count
 
     # -- checked bulk writes: one transaction per chunk --------------------------
@@ -350,7 +347,7 @@ class SystemDbBackend(StateBackend):
                     for i in chunk if current[i] != expected[i]
                 })
                 if ready:
-                    conn.execute(t.delete().where(t.c.state_id.in_(ready)))
+                    conn.execute(t.delete().where(self._in(conn, ready)))
         return failures
 
     def close(self) -> None:
@@ -362,31 +359,29 @@ class SystemDbBackend(StateBackend):
 _scan = json.JSONDecoder().scan_once
 
 
-def _fast_load(value):
-    """One call of the C scanner for a stored ``json.dumps`` text, else ``value`` unchanged.
+def _load(value, state_id: str, column: str):
+    """A stored column as JSON: ``None`` and already-decoded objects pass through.
 
-    ``json.loads`` costs two regex matches and three Python calls around the same C
-    scanner; for text Meltano wrote (no surrounding whitespace) the scanner alone gives
-    the same object. Anything else (whitespace, trailing data, invalid JSON) is left for
-    ``_load`` to decode or to report exactly as before.
+    Text Meltano wrote (``json.dumps``, nothing around it) is decoded by one call of the C
+    scanner: ``json.loads`` adds two regex matches and three Python calls around that same
+    scanner. Anything else (surrounding whitespace, trailing data, invalid JSON) goes
+    through ``json.loads``, which accepts or reports it exactly as before.
     """
+    if value is None or isinstance(value, dict):
+        return value
     if type(value) is str:
         try:
             data, end = _scan(value, 0)
+            if end == len(value):
+                return data
         except (StopIteration, ValueError):
-            return value
-        if end == len(value):
-            return data
-    return value
-
-
-def _load(value, where: str, column: str):
-    if value is None or isinstance(value, dict):
-        return value
+            pass
     try:
         return json.loads(value)
     except ValueError as exc:
-        raise BackendError(f"{where}: {column} is not valid JSON ({exc})") from None
+        raise BackendError(
+            f"systemdb state {state_id!r}: {column} is not valid JSON ({exc})"
+        ) from None
 
 
 def _row(state_id: str, envelope: Envelope, now: datetime) -> dict:
