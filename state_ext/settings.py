@@ -269,16 +269,21 @@ class ProjectSettings:
             ("meltano.yml", self.meltano_yml_settings, name),
         ):
             if key in store and store[key] is not None:
-                value = self._expand(store[key])
+                value = self.expand(store[key])
                 if value is not None:
                     return SettingValue(name, value, source, env_var, is_sensitive(name))
-        default = definition.default
-        if name == "database_uri" and self.sys_dir_root is not None:
-            default = f"sqlite:///{self.sys_dir_root / 'meltano.db'}"
+        default = self.default(name)
         source = "default" if default is not None else "unset"
         return SettingValue(name, default, source, env_var, is_sensitive(name))
 
-    def _expand(self, value: Any) -> Any:
+    def default(self, name: str) -> Any:
+        """The value a setting has when nothing sets it."""
+        if name == "database_uri" and self.sys_dir_root is not None:
+            return f"sqlite:///{self.sys_dir_root / 'meltano.db'}"
+        definition = _KNOWN.get(name)
+        return None if definition is None else definition.default
+
+    def expand(self, value: Any) -> Any:
         if not isinstance(value, str):
             return value
         expanded = expand_env_vars(value, self.expansion_env)
