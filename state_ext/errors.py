@@ -55,3 +55,24 @@ class AbortedError(StateExtError):
 
     def __init__(self) -> None:
         super().__init__("Aborted!")
+
+
+class ConfirmationNeededError(StateExtError):
+    """A destructive command without ``--force`` where nobody can answer a prompt."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"Refusing to {what} without confirmation: standard input is not a terminal, "
+            "so nobody can answer; pass --force to confirm"
+        )
+
+
+class OutputTooWideError(StateExtError):
+    """A stdout line longer than a ``meltano run`` step can carry (Meltano's 64 KiB)."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(
+            f"An output line of {length} bytes is longer than the 64 KiB per line that "
+            "Meltano reads from a `meltano run` step; nothing was printed. Write it to a "
+            "file instead: export --output FILE (or --output-dir DIR)"
+        )

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from state_ext import APP_NAME
 from state_ext.cli.common import (
     DescribeFormat,
     ProjectRootOption,
@@ -32,15 +33,27 @@ def main(
     log_levels: Annotated[bool, typer.Option(
         envvar="LOG_LEVELS", help="Show levels in log lines.")] = False,
     meltano_log_json: Annotated[bool, typer.Option(
-        envvar="MELTANO_LOG_JSON", help="Log as JSON.")] = False,
+        envvar="MELTANO_LOG_JSON",
+        help="Log as JSON lines with level, event and timestamp.")] = False,
+    sdk_log_level: Annotated[str, typer.Option(
+        envvar="STATE_EXT_SDK_LOG_LEVEL",
+        help="Log level of the cloud and database SDKs (botocore, gcsfs, azure, "
+             "SQLAlchemy...); never below --log-level.")] = "warning",
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, help="Show the version and exit.")] = False,
 ) -> None:
     """Read, write, copy and migrate Meltano state on every state backend."""
+    if version:
+        from state_ext import __version__
+
+        typer.echo(f"{APP_NAME}, version {__version__}")
+        raise typer.Exit(0)
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
     from state_ext.logs import configure
 
-    configure(log_level, log_timestamps, log_levels, meltano_log_json)
+    configure(log_level, log_timestamps, log_levels, meltano_log_json, sdk_log_level)
 
 
 def _extension(project_root: Path | None = None):

@@ -43,7 +43,9 @@ class TransferReport:
     dry_run: bool = False
     on_conflict: str = "fail"
     total: int = 0
-    copied: int = 0
+    would_copy: int = 0  # planned: absent at the destination
+    would_overwrite: int = 0  # planned: different at the destination, --on-conflict overwrite
+    copied: int = 0  # written and verified, never merely planned
     overwritten: int = 0
     identical: int = 0
     conflicts: list[str] = field(default_factory=list)
@@ -59,14 +61,22 @@ class TransferReport:
         return not (blocked or self.failed or self.mismatched)
 
     @property
-    def states_per_second(self) -> float:
-        return round(self.total / self.elapsed_seconds, 1) if self.elapsed_seconds else 0.0
+    def written(self) -> int:
+        return self.copied + self.overwritten
+
+    @property
+    def states_per_second(self) -> float | None:
+        """States planned per second of the whole run; None for a run that wrote nothing."""
+        if not self.written or not self.elapsed_seconds:
+            return None
+        return round(self.total / self.elapsed_seconds, 1)
 
     def to_dict(self) -> dict:
         return {
             "source": self.source, "destination": self.destination, "dry_run": self.dry_run,
-            "on_conflict": self.on_conflict, "total": self.total, "copied": self.copied,
-            "overwritten": self.overwritten, "identical": self.identical,
+            "on_conflict": self.on_conflict, "total": self.total,
+            "would_copy": self.would_copy, "would_overwrite": self.would_overwrite,
+            "copied": self.copied, "overwritten": self.overwritten, "identical": self.identical,
             "conflicts": self.conflicts, "skipped_conflicts": self.skipped_conflicts,
             "failed": self.failed, "mismatched": self.mismatched,
             "deleted_from_source": self.deleted_from_source,
@@ -175,14 +185,16 @@ def transfer(
         progress("plan", absent + min((done + 1) * CHUNK, len(both)), len(pairs))
     if not both:
         progress("plan", len(pairs), len(pairs))
-    _count(report, to_write, planned_dst)
+    report.would_overwrite = sum(1 for _, d in to_write if planned_dst[d] is not None)
+    report.would_copy = len(to_write) - report.would_overwrite
     if dry_run or not report.ok:
         report.elapsed_seconds = time.monotonic() - started
         return report
+    if to_write:
+        dst.check_writable()  # one clear line, not one failure per state
 
     # 2. write each chunk under the destination's lock, if it still holds what we planned
     # over; 3. read the chunk back at once and compare it with what the source held
-    report.copied = report.overwritten = 0
     for done, (chunk, source) in enumerate(_prefetched(src, _chunks(to_write))):
         states: dict[str, Envelope] = {}
         origin: dict[str, str] = {}
@@ -227,11 +239,6 @@ def transfer(
         report.deleted_from_source = len(verified) - len(failures)
     report.elapsed_seconds = time.monotonic() - started
     return report
-
-
-def _count(report: TransferReport, pairs, planned_dst) -> None:
-    report.overwritten = sum(1 for _, d in pairs if planned_dst[d] is not None)
-    report.copied = len(pairs) - report.overwritten
 
 
 @dataclass

@@ -128,6 +128,25 @@ class StateBackend(ABC):
         return _run_checked(self, expected, lambda slot, state_id: slot.delete(), expected,
                             concurrency)
 
+    def check_writable(self) -> None:
+        """Fail at once, in one line, when this store refuses writes (a read-only folder
+        or database, a bucket without write permission): a bulk write would otherwise
+        fail once per state. Writes and deletes one scratch state, through the same
+        paths (locks included) as every other write."""
+        import os
+
+        from state_ext.errors import BackendError
+
+        scratch = f"state-ext-write-check:{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            self.put(scratch, Envelope())
+            self.delete(scratch)
+        except BackendError as exc:
+            raise BackendError(f"Cannot write to {self.label}: {exc.message}") from None
+        except OSError as exc:
+            raise BackendError(
+                f"Cannot write to {self.label}: {exc.strerror or exc}") from None
+
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Make bulk writes durable (a barrier); stores whose writes are durable do nothing."""
 

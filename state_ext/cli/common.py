@@ -100,14 +100,22 @@ def state_backend(uri: str | None, project_root: Path | None):
         backend.close()
 
 
-def confirm(prompt: str, force: bool) -> None:
-    """Ask on stderr (stdout is data); no answer (EOF, as in CI) means no."""
+def confirm(prompt: str, force: bool, *, what: str) -> None:
+    """Ask on stderr (stdout is data) before a destructive change, unless ``force``.
+
+    Only a person at a terminal can answer: when stdin is not a terminal (a pipe, a
+    file, CI, a ``meltano run`` step) the command refuses at once instead of reading
+    an answer nobody typed. Where stderr is not a terminal either (``meltano invoke``
+    reads it line by line) the question ends its line, so it is shown before the answer.
+    """
     if force:
         return
-    from state_ext.errors import AbortedError
+    from state_ext.errors import AbortedError, ConfirmationNeededError
 
+    if not sys.stdin.isatty():
+        raise ConfirmationNeededError(what)
     # Not click.confirm: it echoes the prompt to stderr but a space to stdout.
-    sys.stderr.write(f"{prompt} [y/N]: ")
+    sys.stderr.write(f"{prompt} [y/N]:" + (" " if sys.stderr.isatty() else "\n"))
     sys.stderr.flush()
     answer = sys.stdin.readline()
     if not answer.endswith("\n"):
@@ -125,19 +133,40 @@ def read_state_input(state: str | None, input_file: Path | None, names: str) -> 
 
 
 def read_text(path: Path, what: str) -> str:
+    """A file's (or stdin's, for ``-``) text: UTF-8, strictly, as JSON requires."""
     if str(path) == "-":
-        return sys.stdin.read()
+        data = sys.stdin.buffer.read()
+        name = "standard input"
+    else:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise UsageError(
+                f"Invalid value for {what}: file {str(path)!r} does not exist") from None
+        except OSError as exc:
+            raise UsageError(
+                f"Invalid value for {what}: cannot read {str(path)!r}: {exc}") from None
+        name = repr(str(path))
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"Invalid value for {what}: file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"Invalid value for {what}: cannot read {str(path)!r}: {exc}") from None
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"Invalid value for {what}: {name} is not UTF-8 text "
+            f"(byte {exc.start}: {data[exc.start:exc.start + 1]!r})"
+        ) from None
 
 
 def out(text: str) -> None:
-    sys.stdout.write(text + "\n")
+    """Write data to stdout, refusing a line that a ``meltano run`` step cannot carry."""
+    from state_ext.under_meltano import MELTANO_LINE_LIMIT, stdout_read_by_meltano
 
+    if stdout_read_by_meltano() and len(text) >= MELTANO_LINE_LIMIT // 4:
+        longest = max(len(line.encode()) for line in text.split("\n"))
+        if longest >= MELTANO_LINE_LIMIT:
+            from state_ext.errors import OutputTooWideError
+
+            raise OutputTooWideError(longest)
+    sys.stdout.write(text + "\n")
 
 
 ToOption = Annotated[

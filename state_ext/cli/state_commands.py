@@ -97,7 +97,8 @@ def set_command(
         text = read_state_input(state, input_file, "--input-file, STATE")
         value = parse_state_argument(text, validate=not no_validate)
         with state_backend(uri, project_root) as backend:
-            confirm("This will overwrite the state's current value. Continue?", force)
+            confirm("This will overwrite the state's current value. Continue?", force,
+                    what=f"overwrite the state of {state_id}")
             operations.set_state(backend, state_id, value)
         log().info(f"State for {state_id} was successfully set")
 
@@ -150,7 +151,8 @@ def clear(
         if state_id is not None:
             validate_state_id(state_id)
         with state_backend(uri, project_root) as backend:
-            confirm("This will clear state for the job(s). Continue?", force)
+            confirm("This will clear state for the job(s). Continue?", force,
+                    what="clear every state" if all_states else f"clear the state of {state_id}")
             if all_states:
                 count = operations.clear_all(backend)
                 log().info(f"{count} state(s) were successfully cleared")
@@ -165,21 +167,44 @@ def clear(
 def export_command(
     pattern: Annotated[str | None, typer.Option(
         help="Only state IDs matching this fnmatch pattern.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the document to this file (atomically, replacing it) "
+        "instead of stdout.")] = None,
+    output_dir: Annotated[Path | None, typer.Option(
+        "--output-dir", help="Write the document to a new file named by the UTC time in "
+        "this folder, e.g. state-ext/exports/state-20261201T061500Z.json.")] = None,
     uri: UriOption = None,
     project_root: ProjectRootOption = None,
 ) -> None:
-    """Print every state as the JSON document of `meltano state export`."""
-    from state_ext import operations
+    """Print every state as the JSON document of `meltano state export` (or write a file)."""
+    from state_ext import exports, operations
+    from state_ext.under_meltano import MELTANO_LINE_LIMIT, stdout_read_by_meltano
 
-    with handled(), state_backend(uri, project_root) as backend:
-        count = operations.write_export(operations.iter_export(backend, pattern), sys.stdout)
-        log().info(f"Exported {count} state(s).")
+    with handled():
+        if output is not None and output_dir is not None:
+            raise UsageError("Give at most one of --output, --output-dir")
+        with state_backend(uri, project_root) as backend:
+            states = operations.iter_export(backend, pattern)
+            if output is not None:
+                count = exports.write_file(states, output)
+                where = f" to {output}"
+            elif output_dir is not None:
+                path, count = exports.write_in_folder(states, output_dir)
+                where = f" to {path}"
+            elif stdout_read_by_meltano():
+                count = exports.write_for_meltano(states, sys.stdout, MELTANO_LINE_LIMIT)
+                where = ""
+            else:
+                count = exports.write_compact(states, sys.stdout)
+                where = ""
+        log().info(f"Exported {count} state(s){where}.")
 
 
 @app.command(name="import")
 def import_command(
-    input_file: Annotated[Path, typer.Argument(
-        help="Document of `meltano state export` ('-' or nothing for stdin).")] = Path("-"),
+    input_file: Annotated[Path | None, typer.Argument(
+        help="Document of `meltano state export` ('-' for stdin, the default when piped)."
+    )] = None,
     uri: UriOption = None,
     project_root: ProjectRootOption = None,
 ) -> None:
@@ -188,9 +213,18 @@ def import_command(
     from state_ext.model import parse_export_document
 
     with handled():
+        if input_file is None:
+            if sys.stdin.isatty():
+                raise UsageError(
+                    "Missing the document to import: give its file "
+                    "(state_extension import state.json) or pipe it on standard input "
+                    "(state_extension import - < state.json)")
+            input_file = Path("-")
         text = read_text(input_file, "INPUT_FILE")
         states = parse_export_document(text, warn=lambda message: log().warning(message))
         with state_backend(uri, project_root) as backend:
+            if states:
+                backend.check_writable()
             count = operations.import_states(backend, states)
         log().info(f"Successfully imported {count} state(s).")
 
@@ -203,21 +237,22 @@ def config(
 ) -> None:
     """Show the resolved state backend settings and where each came from (secrets redacted)."""
     from state_ext.settings import ProjectSettings
+    from state_ext.under_meltano import setting_origin
 
     with handled():
         settings = ProjectSettings(project_root)
-        values = settings.describe(uri)
+        values = [(v, setting_origin(settings, v)) for v in settings.describe(uri)]
         if output_format is ListFormat.json:
             out(json.dumps({
                 "project_root": None if settings.root is None else str(settings.root),
                 "settings": {
-                    v.name: {"value": v.display_value(), "source": v.source, "env": v.env_var}
-                    for v in values
+                    v.name: {"value": v.display_value(), "source": source, "env": v.env_var}
+                    for v, source in values
                 },
             }, indent=2))
             return
         out(f"project_root: {settings.root if settings.root else '(none)'}")
-        for v in values:
+        for v, source in values:
             shown = "(unset)" if v.value is None else v.display_value()
-            out(f"{v.name}: {shown}  [{v.source}; env {v.env_var}]")
+            out(f"{v.name}: {shown}  [{source}; env {v.env_var}]")
 

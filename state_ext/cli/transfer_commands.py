@@ -1,6 +1,7 @@
 """Commands that work across two backends: copy/move --to, migrate, diff."""
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from typing import Annotated
@@ -74,7 +75,8 @@ def _copy_or_move(src_id, dst_id, to, force, uri, project_root, *, move: bool) -
 
     with state_backend(uri, project_root) as source:
         if to is None:
-            confirm("This will overwrite state for the destination. Continue?", force)
+            confirm("This will overwrite state for the destination. Continue?", force,
+                    what=f"{'move' if move else 'copy'} state onto {dst_id}")
             if move:
                 operations.move_state(source, src_id, source, dst_id)
             else:
@@ -86,7 +88,8 @@ def _copy_or_move(src_id, dst_id, to, force, uri, project_root, *, move: bool) -
             ensure_distinct(source, destination)
             if source.get(src_id) is None:
                 raise InvalidInputError(f"No state found for state ID {src_id!r}")
-            confirm("This will overwrite state for the destination. Continue?", force)
+            confirm("This will overwrite state for the destination. Continue?", force,
+                    what=f"{'move' if move else 'copy'} state onto {dst_id}")
             report = transfer(source, destination, [(src_id, dst_id)],
                               on_conflict="overwrite", delete_source=move)
             problems = {**report.failed, **dict.fromkeys(report.mismatched, "did not verify")}
@@ -96,29 +99,42 @@ def _copy_or_move(src_id, dst_id, to, force, uri, project_root, *, move: bool) -
 
 
 
+# Plugin settings that `meltano invoke` passes as STATE_EXT_<NAME>; an option given on the
+# command line wins, and a bad value is reported under the name it was given with.
+MIGRATE_SETTINGS = {
+    "to": "STATE_EXT_MIGRATE_TO", "from_uri": "STATE_EXT_MIGRATE_FROM",
+    "pattern": "STATE_EXT_MIGRATE_PATTERN", "on_conflict": "STATE_EXT_MIGRATE_ON_CONFLICT",
+    "delete_source": "STATE_EXT_MIGRATE_DELETE_SOURCE",
+    "concurrency": "STATE_EXT_MIGRATE_CONCURRENCY",
+}
+
+
 @app.command()
 def migrate(
     to: Annotated[str | None, typer.Option(
-        "--to", envvar="STATE_EXT_MIGRATE_TO",
-        help="Destination backend URI (plugin setting migrate_to).")] = None,
+        "--to", help="Destination backend URI (plugin setting migrate_to).")] = None,
     from_uri: Annotated[str | None, typer.Option(
-        "--from", envvar="STATE_EXT_MIGRATE_FROM",
-        help="Source backend URI (default: the project's state_backend.uri).")] = None,
+        "--from", "--uri",
+        help="Source backend URI (default: the project's state_backend.uri; plugin setting "
+             "migrate_from).")] = None,
     pattern: Annotated[str | None, typer.Option(
-        envvar="STATE_EXT_MIGRATE_PATTERN", help="Only state IDs matching this pattern.")] = None,
+        help="Only state IDs matching this pattern (plugin setting migrate_pattern).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Report what would be copied, skipped or in conflict; write nothing.")
     ] = False,
-    on_conflict: Annotated[OnConflict, typer.Option(
-        "--on-conflict", envvar="STATE_EXT_MIGRATE_ON_CONFLICT",
+    on_conflict: Annotated[OnConflict | None, typer.Option(
+        "--on-conflict",
         help="When the destination holds different state: fail (before writing anything), "
-             "skip it, or overwrite it.")] = OnConflict.fail,
-    delete_source: Annotated[bool, typer.Option(
-        "--delete-source", envvar="STATE_EXT_MIGRATE_DELETE_SOURCE",
-        help="Delete each migrated state from the source once verified.")] = False,
-    concurrency: Annotated[int, typer.Option(
-        min=1, max=64, envvar="STATE_EXT_MIGRATE_CONCURRENCY",
-        help="Writes in flight at once (object stores; file:// uses at most 4 threads).")] = 64,
+             "skip it, or overwrite it (plugin setting migrate_on_conflict; default fail)."
+    )] = None,
+    delete_source: Annotated[bool | None, typer.Option(
+        "--delete-source/--keep-source",
+        help="Delete each migrated state from the source once verified (plugin setting "
+             "migrate_delete_source; default keep).")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, max=64,
+        help="Requests in flight at once, 1-64 (plugin setting migrate_concurrency; default "
+             "64; file:// uses at most 4 threads).")] = None,
     output_format: Annotated[ListFormat, typer.Option(
         "--format", help="json prints the report on stdout.")] = ListFormat.text,
     project_root: ProjectRootOption = None,
@@ -127,6 +143,13 @@ def migrate(
     from state_ext.transfer import ensure_distinct, transfer
 
     with handled():
+        to = to or _setting("to", str)
+        from_uri = from_uri or _setting("from_uri", str)
+        pattern = pattern or _setting("pattern", str)
+        on_conflict = on_conflict or _setting("on_conflict", OnConflict) or OnConflict.fail
+        if delete_source is None:
+            delete_source = bool(_setting("delete_source", _boolean))
+        concurrency = concurrency or _setting("concurrency", _concurrency) or 64
         if not to:
             raise UsageError("Missing --to URI (or the plugin setting migrate_to, "
                              "STATE_EXT_MIGRATE_TO)")
@@ -144,6 +167,41 @@ def migrate(
         _render_transfer(report, output_format)
         if not report.ok:
             raise typer.Exit(1)
+
+
+def _setting(name: str, parse):
+    """A migrate plugin setting from the environment, parsed, or None when unset."""
+    env_var = MIGRATE_SETTINGS[name]
+    value = os.environ.get(env_var, "").strip()
+    if not value:
+        return None
+    try:
+        return parse(value)
+    except ValueError as exc:
+        reason = str(exc) if parse in (_boolean, _concurrency) else (
+            f"one of {', '.join(o.value for o in OnConflict)}" if parse is OnConflict else exc)
+        raise UsageError(
+            f"Invalid value for {env_var} (plugin setting "
+            f"{env_var.removeprefix('STATE_EXT_').lower()}): {value!r}: {reason}") from None
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on", "t", "y"):
+        return True
+    if lowered in ("0", "false", "no", "off", "f", "n"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _concurrency(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("expected a whole number from 1 to 64") from None
+    if not 1 <= number <= 64:
+        raise ValueError("expected a whole number from 1 to 64")
+    return number
 
 
 @contextmanager
@@ -165,30 +223,44 @@ def _progress_bar():
         sys.stderr.write("\n")
 
 
+SHOWN = 20  # failures listed one per line; the rest are counted
+
+
 def _render_transfer(report, output_format: ListFormat) -> None:
     if output_format is ListFormat.json:
         out(json.dumps(report.to_dict(), indent=2))
-    verb = "would copy" if report.dry_run else "copied"
     logger = log()
-    logger.info(
-        f"{report.total} state(s): {verb} {report.copied}, "
-        f"{'would overwrite' if report.dry_run else 'overwrote'} {report.overwritten}, "
-        f"identical {report.identical}, conflicts {len(report.conflicts)}, "
-        f"skipped conflicts {len(report.skipped_conflicts)}, failed {len(report.failed)}, "
-        f"mismatched {len(report.mismatched)}, deleted from source "
-        f"{report.deleted_from_source}; {report.elapsed_seconds:.2f} s, "
-        f"{report.states_per_second} states/s"
-    )
+    counts = (f"identical {report.identical}, conflicts {len(report.conflicts)}, "
+              f"skipped conflicts {len(report.skipped_conflicts)}")
+    blocked = bool(report.conflicts) and report.on_conflict == "fail"
+    if report.dry_run or blocked:
+        why = "dry run" if report.dry_run else "stopped by conflicts before any write"
+        logger.info(
+            f"{report.total} state(s): would copy {report.would_copy}, would overwrite "
+            f"{report.would_overwrite}, {counts}; nothing was written ({why})")
+    else:
+        rate = report.states_per_second
+        logger.info(
+            f"{report.total} state(s): copied {report.copied}, overwrote {report.overwritten}, "
+            f"{counts}, failed {len(report.failed)}, mismatched {len(report.mismatched)}, "
+            f"deleted from source {report.deleted_from_source}; "
+            f"{report.elapsed_seconds:.2f} s" + (f", {rate} states/s" if rate else "")
+        )
     if report.conflicts:
-        shown = ", ".join(report.conflicts[:10]) + (" ..." if len(report.conflicts) > 10 else "")
+        shown = ", ".join(report.conflicts[:10]) + (
+            f" and {len(report.conflicts) - 10} more" if len(report.conflicts) > 10 else "")
         logger.error(
             f"{len(report.conflicts)} state ID(s) hold different state at the destination "
             f"(nothing was written; use --on-conflict skip|overwrite): {shown}"
         )
-    for state_id, reason in list(report.failed.items())[:20]:
+    for state_id, reason in list(report.failed.items())[:SHOWN]:
         logger.error(f"{state_id}: {reason}")
+    if len(report.failed) > SHOWN:
+        logger.error(f"... and {len(report.failed) - SHOWN} more failed state(s)")
     if report.mismatched:
-        logger.error("did not read back as written: " + ", ".join(report.mismatched[:20]))
+        more = len(report.mismatched) - SHOWN
+        logger.error("did not read back as written: " + ", ".join(report.mismatched[:SHOWN])
+                     + (f" and {more} more" if more > 0 else ""))
 
 
 @app.command()
