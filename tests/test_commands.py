@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import run, state_ext
+from tests.support.cli import STATE_EXTENSION, run, state_ext
+from tests.support.terminal import EOF_KEY, run_at_terminal
 
 MELTANO_DDL = (
     "CREATE TABLE state (state_id VARCHAR(900) NOT NULL, partial_state VARCHAR, "
@@ -66,6 +67,11 @@ class Store:
     def run(self, *args, input=None, check=True):
         return state_ext(*args, *self.args, cwd=self.project, env=self.env, input=input,
                          check=check)
+
+    def at_terminal(self, *args, answer):
+        """Run with stdin on a terminal, typing ``answer`` once the prompt shows."""
+        return run_at_terminal([STATE_EXTENSION, *args, *self.args], cwd=self.project,
+                               env=self.env, answer=answer)
 
     def run_many(self, calls):
         """Independent calls in parallel: [(args, input_or_None), ...] -> results."""
@@ -391,11 +397,12 @@ def test_set_state_argument_input_file_and_stdin(store, tmp_path):
 def test_set_asks_for_confirmation(file_store):
     store = file_store
     store.seed("kept", {"singer_state": {"old": 1}})
-    eof, no, yes = store.run_many([
-        (["set", "kept", '{"singer_state": {"new": 1}}'], ""),
-        (["set", "kept", '{"singer_state": {"new": 2}}'], "n\n"),
-        (["set", "yes-answer", '{"singer_state": {"new": 3}}'], "y\n"),
-    ])
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        eof, no, yes = pool.map(lambda call: store.at_terminal(*call[0], answer=call[1]), [
+            (["set", "kept", '{"singer_state": {"new": 1}}'], EOF_KEY),
+            (["set", "kept", '{"singer_state": {"new": 2}}'], "n\n"),
+            (["set", "yes-answer", '{"singer_state": {"new": 3}}'], "y\n"),
+        ])
     for refused in (eof, no):
         assert refused.returncode == 1, str(refused)
         assert "Aborted" in refused.stderr, str(refused)
@@ -406,6 +413,26 @@ def test_set_asks_for_confirmation(file_store):
     # stdout carries data only: nothing of the prompt may land there
     for result in (eof, no, yes):
         assert result.stdout == "", repr(result.stdout)
+
+
+def test_destructive_commands_without_a_terminal_refuse_at_once(file_store):
+    """No terminal on stdin (a pipe, CI, a `meltano run` step): no prompt that nobody can
+    answer, no answer read from a pipe; one line that names --force, nothing changed."""
+    store = file_store
+    store.seed("a", {"singer_state": {"a": 1}})
+    before = store.raw("a")
+    refused = store.run_many([
+        (["set", "a", '{"singer_state": {"new": 1}}'], "y\n"),
+        (["clear", "a"], "y\n"),
+        (["clear", "--all"], ""),
+        (["copy", "a", "b"], "y\n"),
+        (["move", "a", "b"], None),
+    ])
+    for result in refused:
+        assert result.returncode == 1, str(result)
+        assert "[y/N]" not in result.stderr, str(result)
+        one_line_error(result, "pass --force")
+    assert store.ids() == ["a"] and store.raw("a") == before
 
 
 def test_set_input_errors(file_store, tmp_path):
@@ -519,9 +546,9 @@ def test_clear_all(store):
 def test_clear_asks_and_needs_exactly_one_target(file_store):
     store = file_store
     store.seed("a", {"singer_state": {"a": 1}})
-    eof, eof_all, neither, both = store.run_many([
-        (["clear", "a"], ""),
-        (["clear", "--all"], ""),
+    eof = store.at_terminal("clear", "a", answer=EOF_KEY)
+    eof_all = store.at_terminal("clear", "--all", answer="no\n")
+    neither, both = store.run_many([
         (["clear", "--force"], None),
         (["clear", "--force", "--all", "a"], None),
     ])
@@ -529,6 +556,9 @@ def test_clear_asks_and_needs_exactly_one_target(file_store):
         assert refused.returncode == 1 and "Aborted" in refused.stderr, str(refused)
     assert neither.returncode == 2 and both.returncode == 2, (str(neither), str(both))
     assert store.ids() == ["a"]
+    cleared = store.at_terminal("clear", "--all", answer="y\n")
+    assert cleared.returncode == 0 and "This will clear state" in cleared.stderr, str(cleared)
+    assert store.ids() == []
 
 
 # -- copy / move -----------------------------------------------------------------------
@@ -561,13 +591,13 @@ def test_move_removes_the_source(store):
 def test_copy_move_errors(file_store):
     store = file_store
     store.seed("dst", {"singer_state": {"kept": 1}})
-    copy_absent, move_absent, copy_eof, move_eof, move_onto_itself = store.run_many([
+    copy_absent, move_absent, move_onto_itself = store.run_many([
         (["copy", "--force", "absent", "dst"], None),
         (["move", "--force", "absent", "dst"], None),
-        (["copy", "dst", "other"], ""),
-        (["move", "dst", "other"], ""),
         (["move", "--force", "dst", "dst"], None),
     ])
+    copy_eof = store.at_terminal("copy", "dst", "other", answer=EOF_KEY)
+    move_eof = store.at_terminal("move", "dst", "other", answer="n\n")
     one_line_error(copy_absent, "absent")
     one_line_error(move_absent, "absent")
     for refused in (copy_eof, move_eof):

@@ -24,6 +24,7 @@ import pytest
 
 from state_ext.model import Envelope
 from tests.support.cli import STATE_EXTENSION, state_ext
+from tests.support.terminal import run_at_terminal
 from tests.support.emulators import (  # noqa: F401 - fixtures
     StoreCase,
     azure_server,
@@ -243,17 +244,21 @@ def test_dry_run_writes_nothing_and_reports(planned):
     assert result.returncode == 1, str(result)  # the real run would stop on the conflict
     got = report(result)
     assert got["dry_run"] is True
-    assert (got["total"], got["copied"], got["identical"], got["conflicts"]) == (
+    assert (got["total"], got["would_copy"], got["identical"], got["conflicts"]) == (
         5, 3, 1, ["clash"])
+    assert (got["copied"], got["overwritten"], got["states_per_second"]) == (0, 0, None)
     assert "clash" in result.stderr and "would copy 3" in result.stderr
+    assert "nothing was written (dry run)" in result.stderr and "states/s" not in result.stderr
 
     skipped = report(proj.ext("migrate", "--to", uri(dst), "--dry-run", "--format", "json",
                               "--on-conflict", "skip"))
-    assert (skipped["copied"], skipped["identical"], skipped["skipped_conflicts"],
-            skipped["conflicts"], skipped["ok"]) == (3, 1, ["clash"], [], True)
+    assert (skipped["would_copy"], skipped["copied"], skipped["identical"],
+            skipped["skipped_conflicts"], skipped["conflicts"], skipped["ok"]) == (
+        3, 0, 1, ["clash"], [], True)
     over = report(proj.ext("migrate", "--to", uri(dst), "--dry-run", "--format", "json",
                            "--on-conflict", "overwrite"))
-    assert (over["copied"], over["overwritten"], over["identical"]) == (3, 1, 1)
+    assert (over["would_copy"], over["would_overwrite"], over["identical"]) == (3, 1, 1)
+    assert (over["copied"], over["overwritten"]) == (0, 0)
 
     assert all_files(dst) == before  # same files, bytes and mtimes
     assert proj.db.raw() == src_before
@@ -263,7 +268,7 @@ def test_dry_run_does_not_create_the_destination(proj, tmp_path):
     proj.db.seed(NEW)
     target = tmp_path / "not-yet"
     got = report(proj.ext("migrate", "--to", uri(target), "--dry-run", "--format", "json"))
-    assert got["copied"] == 3
+    assert (got["would_copy"], got["copied"]) == (3, 0)
     assert not target.exists()
 
 
@@ -274,7 +279,11 @@ def test_conflict_fails_before_anything_is_written(planned):
     assert result.returncode == 1, str(result)
     got = report(result)
     assert got["conflicts"] == ["clash"] and got["ok"] is False
+    # what was planned is not reported as done
+    assert (got["would_copy"], got["copied"], got["overwritten"]) == (3, 0, 0)
     assert "clash" in result.stderr and "Traceback" not in result.stderr
+    assert "nothing was written" in result.stderr and "copied 3" not in result.stderr
+    assert "states/s" not in result.stderr
     # not even the three IDs that were free to copy
     assert all_files(dst) == before
     # --delete-source changes nothing either
@@ -751,11 +760,12 @@ def test_copy_and_move_to_another_backend(proj, dst):
 def test_copy_to_errors(proj, dst):
     proj.db.seed(SAMPLE)
     before = proj.db.raw()
-    # no confirmation (stdin at EOF): nothing written
-    result = proj.ext("copy", "--to", uri(dst), "nested/id", check=False, input="")
-    assert result.returncode == 1 and "Aborted" in result.stderr
-    result = proj.ext("move", "--to", uri(dst), "nested/id", check=False, input="n\n")
-    assert result.returncode == 1
+    # no confirmation (no terminal; a terminal answering no): nothing written
+    result = proj.ext("copy", "--to", uri(dst), "nested/id", check=False, input="y\n")
+    assert result.returncode == 1 and "pass --force" in result.stderr
+    result = run_at_terminal([STATE_EXTENSION, "move", "--to", uri(dst), "nested/id"],
+                             cwd=proj.root, env=proj.env, answer="n\n")
+    assert result.returncode == 1 and "Aborted" in result.stderr, str(result)
     assert not dst.exists() or file_raw(dst) == {}
     one_line_error(proj.ext("copy", "--force", "--to", uri(dst), "absent", check=False),
                    "absent")
