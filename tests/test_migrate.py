@@ -24,7 +24,6 @@ import pytest
 
 from state_ext.model import Envelope
 from tests.support.cli import STATE_EXTENSION, state_ext
-from tests.support.terminal import run_at_terminal
 from tests.support.emulators import (  # noqa: F401 - fixtures
     StoreCase,
     azure_server,
@@ -32,6 +31,7 @@ from tests.support.emulators import (  # noqa: F401 - fixtures
     s3_server,
 )
 from tests.support.project import write_project
+from tests.support.terminal import run_at_terminal
 
 MELTANO_DDL = (
     "CREATE TABLE state (state_id VARCHAR(900) NOT NULL, partial_state VARCHAR, "
