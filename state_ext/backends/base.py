@@ -142,10 +142,12 @@ class StateBackend(ABC):
             self.put(scratch, Envelope())
             self.delete(scratch)
         except BackendError as exc:
-            raise BackendError(f"Cannot write to {self.label}: {exc.message}") from None
-        except OSError as exc:
             raise BackendError(
-                f"Cannot write to {self.label}: {exc.strerror or exc}") from None
+                f"{self.label} does not accept writes, so nothing was written: {exc.message}"
+            ) from None
+        except OSError as exc:
+            raise BackendError(f"{self.label} does not accept writes, so nothing was written: "
+                               f"{exc.strerror or exc}") from None
 
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Make bulk writes durable (a barrier); stores whose writes are durable do nothing."""
