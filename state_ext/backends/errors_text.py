@@ -6,6 +6,8 @@ The caller adds the service, the bucket and the redacted URI, and redacts secret
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 
 
 def _chain(exc: BaseException):
@@ -33,38 +35,89 @@ def _credential_hint(scheme: str) -> str:
     }.get(scheme, "check the credentials")
 
 
+def _links(exc: BaseException):
+    """The chain, plus the OS error aiohttp keeps beside it (``ClientConnectorError.os_error``)."""
+    for err in _chain(exc):
+        yield err
+        inner = getattr(err, "os_error", None)
+        if isinstance(inner, BaseException):
+            yield inner
+
+
+REFUSED = (errno.ECONNREFUSED,)
+DROPPED_NAMES = {
+    "ConnectionResetError", "BrokenPipeError", "ConnectionAbortedError", "ServerDisconnectedError",
+    "ClientPayloadError", "ContentLengthError", "TransferEncodingError", "ConnectionClosedError",
+    "ResponseStreamingError", "IncompleteReadError", "IncompleteRead", "RemoteDisconnected",
+    "ClientConnectionResetError", "ServiceResponseError", "ProtocolError", "EOFError",
+}
+TIMEOUT_NAMES = {"ConnectTimeoutError", "ReadTimeoutError", "ServerTimeoutError",
+                 "FSTimeoutError", "OperationTimeout", "ConnectionTimeoutError",
+                 "SocketTimeoutError", "timeout"}
+CONNECT_NAMES = {"EndpointConnectionError", "ClientConnectorError", "ServiceRequestError",
+                 "ClientOSError", "ConnectionError", "ClientConnectionError", "HTTPClientError"}
+
+
+def network_failure(exc: BaseException, *, service: str, endpoint: str | None,
+                    timeout_setting: str | None = None) -> str | None:
+    """What happened to the connection, in the user's words, or None if it is not that.
+
+    The whole chain is looked at before deciding, most specific first: botocore's
+    ``EndpointConnectionError`` wraps aiohttp's error, which holds the refused ``OSError``.
+    """
+    links = list(_links(exc))
+    names = {type(err).__name__ for err in links}
+    where = f" {service} endpoint{f' at {endpoint}' if endpoint else ''}"
+    if any(isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) in REFUSED
+           for e in links) or "Connection refused" in " ".join(map(str, links[:3])):
+        return f"cannot reach the{where}: connection refused (is the server running there?)"
+    if any(isinstance(e, socket.gaierror) for e in links):
+        return f"cannot reach the{where}: its host name does not resolve"
+    if any(isinstance(e, (asyncio.TimeoutError, TimeoutError)) for e in links) or \
+            names & TIMEOUT_NAMES:
+        tuning = f" ({timeout_setting})" if timeout_setting else ""
+        return f"timed out waiting for the{where}{tuning}"
+    if names & DROPPED_NAMES or any(isinstance(e, (ConnectionResetError, BrokenPipeError))
+                                    for e in links):
+        return f"the connection to the{where} was dropped mid-request"
+    if names & CONNECT_NAMES:
+        return f"cannot reach the{where}: {_one_line(links[-1], 160)}"
+    return None
+
+
 def explain(exc: BaseException, *, service: str, bucket: str, word: str, endpoint: str | None,
-            scheme: str) -> str:
-    where = f" at {endpoint}" if endpoint else ""
+            scheme: str, timeout_setting: str | None = None) -> str:
+    """One short reason for ``exc``: what the service said, else what the connection did."""
     for err in _chain(exc):
         name = type(err).__name__
-        module = type(err).__module__ or ""
         if name == "BucketNotFound":
             return f"the {word} does not exist"
         if name in ("NoCredentialsError", "PartialCredentialsError"):
             return f"no AWS credentials found: {_credential_hint(scheme)}"
         if name in ("DefaultCredentialsError",):
             return f"no Google credentials found: {_credential_hint(scheme)}"
-        if name in ("RefreshError", "TransportError") and module.startswith("google"):
-            return f"cannot obtain a Google access token: {_one_line(err, 160)}"
         if name in ("CredentialUnavailableError", "ClientAuthenticationError"):
             return f"authentication failed ({_one_line(err, 160)}): {_credential_hint(scheme)}"
-        if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
-                    "ClientConnectorError", "ServerDisconnectedError", "ServiceRequestError",
-                    "ClientOSError", "ConnectionRefusedError", "ServerTimeoutError",
-                    "ReadTimeoutError", "ServiceResponseError", "ConnectionResetError"):
-            return f"cannot reach the {service} endpoint{where} ({name})"
-        if isinstance(err, (asyncio.TimeoutError, TimeoutError)) or name == "FSTimeoutError":
-            return f"no answer from the {service} endpoint{where} in time"
+        code = _code(err)
+        if code and (not code.isdigit() or code in ("401", "403")):  # decided by the service
+            return _from_code(code, err, service=service, word=word, scheme=scheme)
+    reason = network_failure(exc, service=service, endpoint=endpoint,
+                             timeout_setting=timeout_setting)
+    if reason:
+        return reason
+    for err in _chain(exc):
+        module = type(err).__module__ or ""
+        if type(err).__name__ in ("RefreshError", "TransportError") and \
+                module.startswith("google"):
+            return f"cannot obtain a Google access token: {_one_line(err, 160)}"
         code = _code(err)
         if code:
-            reason = _from_code(code, err, service=service, word=word, scheme=scheme)
-            if reason:
-                return reason
-    last = exc
-    if isinstance(last, PermissionError):
-        return f"access denied: {_one_line(last)}: {_credential_hint(scheme)}"
-    return f"{type(last).__name__}: {_one_line(last)}"
+            return _from_code(code, err, service=service, word=word, scheme=scheme)
+    if isinstance(exc, PermissionError):
+        return f"access denied: {_one_line(exc)}: {_credential_hint(scheme)}"
+    if isinstance(exc, FileNotFoundError):
+        return f"not found: {_one_line(exc)}"
+    return f"{type(exc).__name__}: {_one_line(exc)}"
 
 
 def _code(err: BaseException) -> str:
