@@ -154,7 +154,10 @@ class FileBackend(StateBackend, LockPrimitives):
             ready = [(i, held.enter_context(self._locked(i))) for i in sorted(states)]
             failures = self._write_durably(ready, states)
         if failures:
-            raise BackendError(next(iter(failures.values())))
+            written = len(states) - len(failures)
+            raise BackendError(
+                f"{next(iter(failures.values()))}; {written} of {len(states)} states were "
+                "written (each one whole); running the same command again completes it")
         return len(states)
 
     def put_many_checked(self, states, expected, concurrency=8):
@@ -202,7 +205,8 @@ class FileBackend(StateBackend, LockPrimitives):
         done = False
         try:
             with hold_lock(self, state_id, timeout=self.settings.lock_timeout_seconds,
-                           retry=self.settings.lock_retry_seconds, where=str(self.root)):
+                           retry=self.settings.lock_retry_seconds, where=str(self.root),
+                           warn=self.warn):
                 yield directory
                 done = os.path.lexists(os.path.join(directory, STATE_FILE))
         finally:
@@ -276,6 +280,15 @@ class FileBackend(StateBackend, LockPrimitives):
             return None
         except OSError as exc:
             raise BackendError(f"Cannot read lock {path}: {_describe(exc)}") from None
+
+    def lock_location(self, state_id: str) -> str:
+        return self._path(state_id, LOCK_FILE)
+
+    def lock_modified(self, state_id: str) -> float | None:
+        try:
+            return os.stat(self._path(state_id, LOCK_FILE)).st_mtime
+        except OSError:
+            return None
 
     def release(self, state_id: str, held: HeldLock) -> None:
         """A lock younger than half the timeout cannot have been taken over as stale, so

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,6 +22,7 @@ from typing import Any
 from state_ext.errors import LockTimeoutError
 
 MIN_POLL_SECONDS = 0.05
+MODIFIED_PRECISION_SECONDS = 1.0  # Last-Modified headers drop the fraction of a second
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,24 @@ def lock_age(content: str) -> float | None:
         return None
 
 
+def describe_lock(content: str, modified: float | None = None) -> str:
+    """What a lock holds, in words: its time and age, or why it cannot be one of Meltano's."""
+    text = content.strip()
+    age = lock_age(text)
+    if age is not None:
+        try:
+            at = datetime.fromtimestamp(float(text), timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        except (OverflowError, OSError, ValueError):
+            at = text[:40]
+        if age < 0:
+            return f"dated {at} UTC, {-age:.0f} s in the future (a clock ahead?)"
+        return f"written at {at} UTC, {age:.1f} s ago"
+    what = "empty" if not text else f"unreadable content {text[:40]!r}"
+    if modified is not None:
+        what += f", last modified {max(0.0, time.time() - modified):.1f} s ago"
+    return what
+
+
 class LockPrimitives(ABC):
     """The three atomic operations a store must offer for the protocol."""
 
@@ -62,46 +82,98 @@ class LockPrimitives(ABC):
     def release(self, state_id: str, held: HeldLock) -> None:
         self.remove_if_unchanged(state_id, held.content, held.marker)
 
+    def lock_modified(self, state_id: str) -> float | None:
+        """When the lock was last written (epoch seconds), if the store can tell.
+
+        Only asked for locks whose content is not a timestamp, to judge their age."""
+        return None
+
+    def lock_location(self, state_id: str) -> str:
+        """The path or key a user deletes to clear a lock left behind."""
+        return f"the lock of {state_id!r}"
+
 
 class _Refusals:
-    """What to do when our create finds a lock already there; one rule for both loops."""
+    """What to do when our create finds a lock already there; one rule for both loops.
+
+    A lock holding a timestamp is stale once older than the timeout (Meltano's rule). A
+    lock that is empty or holds anything else was not written by Meltano or state-ext
+    (Meltano cannot even read it: its ``float()`` fails), except for the instant in which
+    Meltano's ``file://`` writer has created the file but not yet written it. Such a lock
+    is stale if, when we first see it, the store's modification time is older than the
+    timeout (plus one second: HTTP dates are whole seconds); a younger one (or one on a store that keeps no modification time) is waited
+    for like a fresh lock, and then reported. A lock dated in the future stays fresh, as
+    for Meltano. Every lock that ends the wait is reported with what it holds and the path
+    or key to delete.
+    """
 
     RETRY, TAKE_OVER, WAIT = "retry", "take over", "wait"
 
-    def __init__(self, state_id: str, where: str, timeout: float, retry: float):
+    def __init__(self, state_id: str, where: str, timeout: float, retry: float,
+                 location: str = "", warn: Callable[[str], None] | None = None):
         self.state_id, self.where, self.timeout = state_id, where, timeout
+        self.location, self.warn = location or f"the lock of {state_id!r}", warn
         self.poll = max(retry, MIN_POLL_SECONDS)
-        self.deadline = time.monotonic() + timeout + self.poll
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout + self.poll
+        self.seen: dict[tuple, float | None] = {}  # unreadable lock -> its modified time
+        self.warned = False
 
-    def next_step(self, current: tuple[str, Any] | None) -> str:
+    def needs_modified(self, current: tuple[str, Any] | None) -> bool:
+        """Only an unreadable lock seen for the first time is judged by its modified time."""
+        return current is not None and lock_age(current[0]) is None and \
+            (current[0], current[1]) not in self.seen
+
+    def next_step(self, current: tuple[str, Any] | None, modified: float | None = None) -> str:
         if current is None:
             return self.RETRY  # released between our create and our read: try again at once
         age = lock_age(current[0])
+        if age is None:  # empty or unreadable
+            version = (current[0], current[1])
+            first_sight = version not in self.seen
+            modified = self.seen.setdefault(version, modified)
+            if first_sight and modified is not None:  # HTTP dates are whole seconds
+                age = time.time() - modified - MODIFIED_PRECISION_SECONDS
         if age is not None and age > self.timeout:
             return self.TAKE_OVER
+        shown = describe_lock(current[0], modified)
+        waited = self.timeout + self.poll
         if time.monotonic() >= self.deadline:
-            shown = current[0].strip()[:40] or "an empty lock"
             raise LockTimeoutError(
                 f"State ID {self.state_id!r} is locked by another process in {self.where} "
-                f"(lock {shown!r}); gave up after {self.timeout + self.poll:g} s "
-                "(state_backend.lock_timeout_seconds)"
+                f"(lock {shown}); gave up after {waited:g} s "
+                "(state_backend.lock_timeout_seconds). If no Meltano or state-ext run is "
+                f"writing this state ID, delete {self.location} and run again"
+            )
+        if not self.warned and self.warn is not None:
+            self.warned = True
+            remaining = max(0.0, self.deadline - time.monotonic())
+            until = datetime.fromtimestamp(time.time() + remaining, timezone.utc)
+            self.warn(
+                f"Waiting for the lock of state ID {self.state_id!r} in {self.where} "
+                f"({self.location}: {shown}); giving up at {until:%H:%M:%S} UTC, in "
+                f"{remaining:.0f} s, unless it is released or turns stale"
             )
         return self.WAIT
 
 
 @contextmanager
 def hold_lock(primitives: LockPrimitives, state_id: str, *, timeout: float, retry: float,
-              where: str):
+              where: str, warn: Callable[[str], None] | None = None):
     """Acquire, yield, and always release the lock of ``state_id``.
 
     We wait at most ``timeout`` plus one poll: any lock written before we started is
     stale by then and taken over, as Meltano would, so only a lock that keeps looking
     fresh (a clock far ahead, or an owner that keeps refreshing it) makes us give up.
+    The first wait is logged once through ``warn``.
     """
-    refusals = _Refusals(state_id, where, timeout, retry)
+    refusals = _Refusals(state_id, where, timeout, retry,
+                         primitives.lock_location(state_id), warn)
     while (held := primitives.try_create(state_id, lock_content())) is None:
         current = primitives.read_lock(state_id)
-        step = refusals.next_step(current)
+        modified = primitives.lock_modified(state_id) if refusals.needs_modified(current) \
+            else None
+        step = refusals.next_step(current, modified)
         if step == refusals.TAKE_OVER:
             primitives.remove_if_unchanged(state_id, *current)
         elif step == refusals.WAIT:
@@ -114,18 +186,22 @@ def hold_lock(primitives: LockPrimitives, state_id: str, *, timeout: float, retr
 
 @asynccontextmanager
 async def hold_lock_async(create, read, remove, *, state_id: str, timeout: float, retry: float,
-                          where: str):
+                          where: str, modified=None, location: str = "",
+                          warn: Callable[[str], None] | None = None):
     """``hold_lock`` for coroutines, so that thousands of locked writes share one event loop.
 
     ``create(content)`` returns a marker or None, ``read()`` returns (content, marker) or
-    None, ``remove(content, marker)`` deletes the lock only if it is still that version.
+    None, ``remove(content, marker)`` deletes the lock only if it is still that version,
+    ``modified()`` (optional) returns the lock's modification time or None.
     """
     import asyncio
 
-    refusals = _Refusals(state_id, where, timeout, retry)
+    refusals = _Refusals(state_id, where, timeout, retry, location, warn)
     while (marker := await create(content := lock_content())) is None:
         current = await read()
-        step = refusals.next_step(current)
+        when = await modified() if modified is not None and refusals.needs_modified(current) \
+            else None
+        step = refusals.next_step(current, when)
         if step == refusals.TAKE_OVER:
             await remove(*current)
         elif step == refusals.WAIT:
