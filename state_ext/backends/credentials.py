@@ -42,6 +42,7 @@ class Connection:
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     extra: dict = field(default_factory=dict)
+    root: str | None = None  # any other fsspec protocol: the path its URL resolves to
 
 
 def _tuning(options: dict) -> tuple[float, int]:
@@ -269,8 +270,16 @@ def _parse_connection_string(text: str) -> dict[str, str]:
 
 
 # -- anything else fsspec knows ------------------------------------------------------------
-def generic_connection(scheme: str, options: dict) -> Connection:
+def generic_connection(scheme: str, uri: str, options: dict) -> Connection:
+    """The filesystem of ``uri`` as fsspec builds it from a URL (``fsspec.core.url_to_fs``:
+    host, port, user and password from the URL), with the ``state_backend.<scheme>.*``
+    settings as storage options converted to the types the filesystem declares (see
+    fsspec_options.py). Building it may already connect (FTP, SFTP): any failure then is
+    one line too, and the half-built filesystem's finaliser stays quiet."""
     import fsspec
+    from fsspec.core import url_to_fs
+
+    from state_ext.backends.fsspec_options import quiet_finalisers, typed_options
 
     try:
         cls = fsspec.get_filesystem_class(scheme)
@@ -280,13 +289,47 @@ def generic_connection(scheme: str, options: dict) -> Connection:
         ) from None
     except ValueError:
         raise ConfigurationError(f"No fsspec filesystem for scheme {scheme!r}") from None
-    storage_options = {k: v for k, v in options.items()
-                       if k not in ("timeout_seconds", "max_attempts")}
+    storage_options = typed_options(cls, scheme, {
+        k: v for k, v in options.items() if k not in ("timeout_seconds", "max_attempts")})
     timeout, attempts = _tuning(options)
-    try:
-        fs = cls(**storage_options)
-    except TypeError as exc:
-        raise ConfigurationError(f"Bad state_backend.{scheme}.* options: {exc}") from None
     secrets = [str(v) for k, v in storage_options.items()
                if any(w in k.lower() for w in ("secret", "password", "token", "key"))]
-    return Connection(fs, secrets, None, timeout, attempts)
+    password = urlsplit(uri).password
+    if password:
+        secrets += [password, unquote(password)]
+    try:
+        host = storage_options.get("host") or urlsplit(uri).hostname
+        port = storage_options.get("port") or urlsplit(uri).port
+    except ValueError:  # a port that is not a number in the URI
+        raise ConfigurationError(f"Invalid state backend URI: bad port in {scheme}://") from None
+    endpoint = f"{host}:{port}" if host and port else host
+    failure = None
+    with quiet_finalisers(cls):
+        try:
+            fs, root = url_to_fs(uri, **storage_options)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one line below
+            failure = _construction_failure(scheme, cls, exc, endpoint)
+    if failure is not None:
+        for secret in secrets:
+            failure.message = failure.message.replace(secret, "***")
+        failure.args = (failure.message,)
+        raise failure
+    return Connection(fs, secrets, endpoint, timeout, attempts, root=root)
+
+
+def _construction_failure(scheme: str, cls, exc: BaseException, endpoint: str | None):
+    """The error for a filesystem that could not be built: settings, or the server."""
+    from state_ext.backends.errors_text import explain
+    from state_ext.errors import BackendError
+
+    name = cls.__name__
+    if isinstance(exc, TypeError):
+        text = " ".join(str(exc).split())
+        return ConfigurationError(
+            f"The {scheme}:// state backend ({name}) does not accept its settings: {text}; "
+            f"give them in the URI ({scheme}://user:password@host:port/path) or as "
+            f"state_backend.{scheme}.<option> (MELTANO_STATE_BACKEND_{scheme.upper()}_<OPTION>)"
+        )
+    reason = explain(exc, service=scheme, bucket="", word="store", endpoint=endpoint,
+                     scheme=scheme)
+    return BackendError(f"Cannot open the {scheme}:// state backend ({name}): {reason}")

@@ -11,7 +11,13 @@ application/json``. Differences, all in the safe direction:
   and deleted only by their owner (see locks.py and stores.py);
 * reads of many states (``export``, ``list`` colours) and bulk writes (``import``,
   ``clear --all``) run concurrently;
-* every failure is one line naming the service, the bucket and the URI (secrets hidden).
+* every failure is one line naming the service, the bucket and the URI (secrets hidden),
+  and saying what happened (connection refused or dropped, timed out, access denied, bucket
+  missing); a bulk write that fails says how many states it wrote first (see aio.py for how
+  the requests still in flight are cancelled and awaited);
+* prefixes with ``.``, ``..`` or empty segments, or ending in ``lock``/``state.json``, are
+  refused: Meltano stores them literally (``../x/<id>/state.json``), a layout no other tool
+  finds.
 """
 
 from __future__ import annotations
@@ -19,12 +25,12 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit
 
+from state_ext.backends import aio
 from state_ext.backends.base import StateBackend, StateSlot
-from state_ext.backends.locks import HeldLock, LockPrimitives, hold_lock
+from state_ext.backends.locks import HeldLock, LockPrimitives, hold_lock, hold_lock_async
 from state_ext.backends.stores import AsyncStore, BucketNotFound
 from state_ext.errors import BackendError, ConfigurationError, StateExtError
 from state_ext.model import Envelope
@@ -34,7 +40,7 @@ from state_ext.state_ids import matches, state_id_problem, validate_state_id
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
 READ_CONCURRENCY = 64
-WRITE_THREADS = 16
+WRITE_CONCURRENCY = 16
 READ_CHUNK = 1000
 SERVICE_NAMES = {"s3": "S3", "gs": "GCS", "azure": "Azure Blob"}
 BUCKET_WORD = {"azure": "container"}
@@ -50,6 +56,31 @@ def split_uri(uri: str) -> tuple[str, str]:
     return bucket, parts.path.strip("/")
 
 
+def prefix_problem(prefix: str) -> str | None:
+    """Why a prefix (outer slashes stripped) cannot be used, or None."""
+    if not prefix:
+        return None
+    segments = prefix.split("/")
+    if "" in segments:
+        return "an empty path segment ('//')"
+    for segment in segments:
+        if segment in (".", ".."):
+            return f"a {segment!r} path segment"
+    if segments[-1] in (STATE_FILE, LOCK_FILE):
+        return f"a last segment {segments[-1]!r}, the name of a state's own object"
+    return None
+
+
+def check_prefix(uri: str, prefix: str) -> None:
+    problem = prefix_problem(prefix)
+    if problem:
+        raise ConfigurationError(
+            f"Invalid state backend URI {redact_uri(uri)!r}: its prefix {prefix!r} has {problem}; "
+            "Meltano would use it literally in every key, where no other tool finds the "
+            "states: choose a prefix without it"
+        )
+
+
 class ObjectStoreBackend(StateBackend, LockPrimitives):
     def __init__(self, settings, *, warn=None, connection=None, store: AsyncStore | None = None):
         super().__init__(settings, warn=warn)
@@ -63,8 +94,13 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
             )
         self.service = SERVICE_NAMES.get(self.scheme, self.scheme)
         if connection is None:
+            if self.scheme in SERVICE_NAMES:
+                check_prefix(settings.uri, self.prefix)
             connection = _connect(self.scheme, settings.uri, settings.options, self.warn)
         self.connection = connection
+        if connection.root is not None:  # any other fsspec protocol: the path it resolved
+            self.bucket, self.prefix = "", connection.root.strip("/")
+            check_prefix(settings.uri, self.prefix)
         self.fs = connection.fs
         self.store = store or _store_for(self.scheme, connection, self.bucket)
         self._secrets = sorted({s for s in connection.secrets if s and len(s) >= 4},
@@ -75,6 +111,7 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
             from fsspec.asyn import get_loop
 
             self._loop = get_loop()
+        aio.quiet_loop(self._loop)
 
     @property
     def location(self):
@@ -91,12 +128,11 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
 
     # -- running and errors -------------------------------------------------------------
     def _run(self, what: str, coroutine_function, *args, timeout: float | None = None):
-        from fsspec.asyn import sync
-
+        """Run a coroutine on the store's loop; any failure is one ``BackendError`` line."""
         if timeout is None:
             timeout = self.connection.timeout * (self.connection.max_attempts + 1) + 10
         try:
-            return sync(self._loop, coroutine_function, *args, timeout=timeout)
+            return aio.run(self._loop, coroutine_function(*args), timeout)
         except StateExtError:
             raise
         except Exception as exc:
@@ -106,10 +142,15 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
         from state_ext.backends.errors_text import explain
 
         word = BUCKET_WORD.get(self.scheme, "bucket")
+        cloud = self.scheme in SERVICE_NAMES
+        namespace = {"gs": "gcs"}.get(self.scheme, self.scheme)
         reason = explain(exc, service=self.service, bucket=self.bucket, word=word,
-                         endpoint=self.connection.endpoint, scheme=self.scheme)
-        message = f"{self.service} {word} {self.bucket!r} ({self.label}): cannot {what}: {reason}"
-        return self._redact(message)
+                         endpoint=self.connection.endpoint, scheme=self.scheme,
+                         timeout_setting=f"state_backend.{namespace}.timeout_seconds"
+                         if cloud else None)
+        where = f"{self.service} {word} {self.bucket!r} ({self.label})" if cloud else \
+            f"{self.service}:// store {self.label}"
+        return self._redact(f"{where}: cannot {what}: {reason}")
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:
@@ -174,7 +215,7 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
             async with semaphore:
                 return await self.store.get(key)
 
-        results = await asyncio.gather(*(one(k) for k in keys))
+        results = await aio.gather_or_cancel(one(k) for k in keys)
         if keys and not self._bucket_checked and all(r is None for r in results):
             await self.store.check_bucket()
         self._bucket_checked = True
@@ -188,15 +229,28 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
             async with semaphore:
                 await self.store.put(key, data)
 
-        await asyncio.gather(*(one(k, v) for k, v in blobs.items()))
+        await aio.gather_or_cancel(one(k, v) for k, v in blobs.items())
 
     # -- writes -------------------------------------------------------------------------
     @contextmanager
     def transaction(self, state_id: str):
         validate_state_id(state_id)
         with hold_lock(self, state_id, timeout=self.settings.lock_timeout_seconds,
-                       retry=self.settings.lock_retry_seconds, where=self.label):
+                       retry=self.settings.lock_retry_seconds, where=self.label, warn=self.warn):
             yield _ObjectSlot(self, state_id)
+
+    def _lock_async(self, state_id: str):
+        """The lock of ``state_id`` for coroutines (bulk writes on the event loop)."""
+        lock_key = self.key(state_id, LOCK_FILE)
+        return hold_lock_async(
+            lambda content: self.store.create(lock_key, content.encode()),
+            lambda: self._current_lock(lock_key),
+            lambda content, marker: self.store.delete_if(lock_key, marker),
+            modified=lambda: self._lock_modified(lock_key),
+            state_id=state_id, timeout=self.settings.lock_timeout_seconds,
+            retry=self.settings.lock_retry_seconds, where=self.label,
+            location=self.lock_location(state_id), warn=self.warn,
+        )
 
     def put_many_checked(self, states, expected, concurrency=8):
         """Migrate: per ID, lock, write, unlock, all on the event loop (``concurrency`` IDs
@@ -226,23 +280,16 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
                 except Exception as exc:  # noqa: BLE001 - reported per ID, as one line
                     return self.describe_failure(f"write state {state_id!r}", exc)
 
-        return await asyncio.gather(*(one(state_id) for state_id in states))
+        return await aio.gather_or_cancel(one(state_id) for state_id in states)
 
     async def _put_checked(self, state_id: str, envelope: Envelope,
                            expected: str | None) -> str | None:
         from state_ext.backends.base import digest
-        from state_ext.backends.locks import hold_lock_async
 
-        key, lock_key = self.key(state_id), self.key(state_id, LOCK_FILE)
+        key = self.key(state_id)
         data = envelope.to_json().encode("utf-8")
 
-        async with hold_lock_async(
-            lambda content: self.store.create(lock_key, content.encode()),
-            lambda: self._current_lock(lock_key),
-            lambda content, marker: self.store.delete_if(lock_key, marker),
-            state_id=state_id, timeout=self.settings.lock_timeout_seconds,
-            retry=self.settings.lock_retry_seconds, where=self.label,
-        ):
+        async with self._lock_async(state_id):
             if expected is None:
                 written = await self.store.create(key, data) is not None
             else:
@@ -252,26 +299,54 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
         return None if written else "changed by another process during the operation"
 
     def put_many(self, states: dict[str, Envelope]) -> int:
-        for state_id in states:
-            validate_state_id(state_id)
-        self._parallel(lambda item: self.put(*item), list(states.items()))
+        """Import: every state under its lock, ``WRITE_CONCURRENCY`` in flight."""
+        async def one(state_id: str, done: list) -> None:
+            data = states[state_id].to_json().encode("utf-8")
+            async with self._lock_async(state_id):
+                await self.store.put(self.key(state_id), data)
+                done.append(state_id)
+
+        self._bulk("write states", list(states), one, "written")
         return len(states)
 
     def delete_many(self, state_ids: Iterable[str]) -> int:
-        results = self._parallel(self.delete, list(state_ids))
-        return sum(1 for deleted in results if deleted)
+        """``clear --all``: every state under its lock; returns how many existed."""
+        async def one(state_id: str, done: list) -> None:
+            key = self.key(state_id)
+            async with self._lock_async(state_id):
+                if await self.store.exists(key):
+                    await self.store.delete(key)
+                    done.append(state_id)
 
-    def _parallel(self, function, items: list) -> list:
-        if len(items) <= 1:
-            return [function(item) for item in items]
-        with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(items))) as pool:
-            futures = [pool.submit(function, item) for item in items]
-            try:
-                return [future.result() for future in futures]
-            except BaseException:
-                for future in futures:
-                    future.cancel()
+        return len(self._bulk("delete states", list(state_ids), one, "cleared"))
+
+    def _bulk(self, what: str, ids: list[str], one, verb: str) -> list[str]:
+        """Run ``one(state_id, done)`` for every ID on the loop. On the first failure the
+        rest is cancelled and awaited, and the error says how many were done before it."""
+        for state_id in ids:
+            validate_state_id(state_id)
+        done: list[str] = []
+
+        async def every() -> None:
+            semaphore = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+            async def limited(state_id: str) -> None:
+                async with semaphore:
+                    await one(state_id, done)
+
+            await aio.gather_or_cancel(limited(state_id) for state_id in ids)
+
+        lock_wait = self.settings.lock_timeout_seconds + self.settings.lock_retry_seconds
+        try:
+            self._run(what, every, timeout=self._bulk_timeout(len(ids)) * 3 + lock_wait)
+        except StateExtError as exc:
+            if len(ids) < 2:
                 raise
+            raise type(exc)(
+                f"{exc.message}; {len(done)} of {len(ids)} states were {verb} before the "
+                "failure (each one whole); running the same command again completes it"
+            ) from None
+        return done
 
     # -- lock primitives ------------------------------------------------------------------
     def try_create(self, state_id: str, content: str) -> HeldLock | None:
@@ -282,6 +357,17 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
     def read_lock(self, state_id: str):
         return self._run(f"read the lock of {state_id!r}", self._current_lock,
                          self.key(state_id, LOCK_FILE))
+
+    def lock_location(self, state_id: str) -> str:
+        return f"{self.label.rstrip('/')}/{state_id}/{LOCK_FILE}"
+
+    def lock_modified(self, state_id: str) -> float | None:
+        return self._run(f"read the lock of {state_id!r}", self._lock_modified,
+                         self.key(state_id, LOCK_FILE))
+
+    async def _lock_modified(self, lock_key: str) -> float | None:
+        found = await self.store.get_stamped(lock_key)
+        return None if found is None else found[2]
 
     async def _current_lock(self, lock_key: str):
         """(content, version marker) of the lock object, or None when there is none."""
@@ -329,7 +415,7 @@ def _connect(scheme: str, uri: str, options: dict, warn):
         return credentials.gcs_connection(uri, options, warn)
     if scheme == "azure":
         return credentials.azure_connection(uri, options)
-    return credentials.generic_connection(scheme, options)
+    return credentials.generic_connection(scheme, uri, options)
 
 
 def _store_for(scheme: str, connection, bucket: str) -> AsyncStore:
@@ -342,7 +428,7 @@ def _store_for(scheme: str, connection, bucket: str) -> AsyncStore:
     if scheme == "azure":
         per_call = {"retry_total": connection.max_attempts - 1}
         return stores.AzureStore(connection.fs, bucket, per_call=per_call)
-    return stores.FsspecStore(connection.fs, bucket)
+    return stores.FsspecStore(connection.fs, "/" if connection.root.startswith("/") else "")
 
 
 __all__ = ["BucketNotFound", "ObjectStoreBackend", "split_uri"]

@@ -45,6 +45,12 @@ class AsyncStore:
         return None if found is None else found[0]
 
     async def get_versioned(self, key: str) -> tuple[bytes, Any] | None:
+        """(data, version marker), or None when the key does not exist."""
+        found = await self.get_stamped(key)
+        return None if found is None else found[:2]
+
+    async def get_stamped(self, key: str) -> tuple[bytes, Any, float | None] | None:
+        """(data, version marker, last-modified epoch or None), or None when absent."""
         raise NotImplementedError
 
     async def put(self, key: str, data: bytes) -> None:
@@ -66,6 +72,23 @@ class AsyncStore:
 
     async def check_bucket(self) -> None:
         """Raise if the bucket is missing (used to tell 'no state' from 'no bucket')."""
+
+
+def _epoch(value) -> float | None:
+    """A last-modified time (datetime or HTTP date) as epoch seconds; None if absent."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        from email.utils import parsedate_to_datetime
+
+        try:
+            value = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+    try:
+        return value.timestamp()
+    except (AttributeError, OverflowError, ValueError):
+        return None
 
 
 # -- S3 ------------------------------------------------------------------------------------
@@ -98,7 +121,7 @@ class S3Store(AsyncStore):
                 return keys
             kwargs["ContinuationToken"] = token
 
-    async def get_versioned(self, key):
+    async def get_stamped(self, key):
         try:
             response = await self._call("get_object", Key=key)
         except (FileNotFoundError, OSError) as exc:
@@ -107,7 +130,7 @@ class S3Store(AsyncStore):
             raise
         async with response["Body"] as body:
             data = await body.read()
-        return data, response.get("ETag")
+        return data, response.get("ETag"), _epoch(response.get("LastModified"))
 
     async def put(self, key, data):
         await self._call("put_object", Key=key, Body=data, ContentType=JSON)
@@ -165,13 +188,13 @@ class GCSStore(AsyncStore):
                 return keys
             params["pageToken"] = token
 
-    async def get_versioned(self, key):
+    async def get_stamped(self, key):
         try:
             headers, data = await self.fs._call("GET", "b/{}/o/{}", self.bucket, key,
                                                 alt="media")
         except FileNotFoundError:
             return None
-        return data, headers.get("X-Goog-Generation")
+        return data, headers.get("X-Goog-Generation"), _epoch(headers.get("Last-Modified"))
 
     async def put(self, key, data):
         from gcsfs.core import simple_upload
@@ -228,7 +251,7 @@ class AzureStore(AsyncStore):
         return [name async for name in self.container.list_blob_names(
             name_starts_with=prefix or None, results_per_page=self.page_size, **self.per_call)]
 
-    async def get_versioned(self, key):
+    async def get_stamped(self, key):
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
@@ -238,7 +261,8 @@ class AzureStore(AsyncStore):
             if getattr(exc, "error_code", None) == "ContainerNotFound":
                 raise
             return None
-        return data, downloader.properties.etag
+        properties = downloader.properties
+        return data, properties.etag, _epoch(properties.last_modified)
 
     def _settings(self):
         from azure.storage.blob import ContentSettings
@@ -288,14 +312,19 @@ class AzureStore(AsyncStore):
 
 # -- any other fsspec filesystem -----------------------------------------------------------
 class FsspecStore(AsyncStore):
-    """Through the public fsspec API (paths ``<bucket>/<key>``); sync filesystems too."""
+    """Through the public fsspec API; sync filesystems (FTP, SFTP...) too.
 
-    def __init__(self, fs, bucket):
-        super().__init__(fs, bucket)
+    ``root`` is ``"/"`` when the URI's path was absolute (``ftp://host/state``), else empty;
+    a key is then the path ``root + key``, exactly where fsspec's URL parsing points.
+    """
+
+    def __init__(self, fs, root: str = ""):
+        super().__init__(fs, "")
+        self.root = root
         self._lock = asyncio.Lock()
 
     def _path(self, key):
-        return f"{self.bucket}/{key}" if self.bucket else key
+        return self.root + key
 
     async def _run(self, name, *args, **kwargs):
         if getattr(self.fs, "async_impl", False):
@@ -303,27 +332,21 @@ class FsspecStore(AsyncStore):
         return getattr(self.fs, name)(*args, **kwargs)
 
     async def list_keys(self, prefix):
-        base = self._path(prefix.rstrip("/")) if prefix else (self.bucket or "")
         try:
-            found = await self._run("find", base)
+            found = await self._run("find", self._path(prefix.rstrip("/")))
         except FileNotFoundError:
             return []
-        root = self.fs._strip_protocol(self._path("")).rstrip("/")
-        out = []
-        for path in found:
-            path = self.fs._strip_protocol(path)
-            if root and path.startswith(root + "/"):
-                out.append(path[len(root) + 1:])
-            elif not root:
-                out.append(path.lstrip("/"))
-        return [k for k in out if k.startswith(prefix)]
+        # find() answers with the filesystem's own spelling of each path: maybe a protocol,
+        # maybe a leading "/" (our keys never start with one).
+        keys = (path.split("://", 1)[-1].lstrip("/") for path in found)
+        return [key for key in keys if key.startswith(prefix)]
 
-    async def get_versioned(self, key):
+    async def get_stamped(self, key):
         try:
             data = await self._run("cat_file", self._path(key))
         except FileNotFoundError:
             return None
-        return data, data
+        return data, data, None  # the content is the version: compared before a delete
 
     async def put(self, key, data):
         await self._run("pipe_file", self._path(key), data)
