@@ -97,15 +97,16 @@ async def gather_or_cancel(coroutines: Iterable[Awaitable]) -> list:
     except BaseException:  # we were cancelled ourselves
         await _cancel_all(tasks)
         raise
+    # The failure to report is one that ended the wait, not one our cancelling caused (a
+    # cancelled connect may surface as the SDK's "could not connect" error).
+    failed = [t for t in tasks if t in done and not t.cancelled() and t.exception() is not None]
     if pending:
         await _cancel_all(pending)
-    for task in tasks:  # the first failure in submission order, every other one retrieved
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            failure = task.exception()
-            for other in tasks:
-                if other.done() and not other.cancelled():
-                    other.exception()
-            raise failure
+    for task in tasks:  # retrieve every outcome, so that none is reported as "never retrieved"
+        if task.done() and not task.cancelled():
+            task.exception()
+    if failed:
+        raise failed[0].exception()
     return [task.result() for task in tasks]
 
 

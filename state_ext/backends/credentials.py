@@ -186,8 +186,26 @@ def _load(info, file):
     return credentials
 
 
+class _ReportedByTheBackend:
+    """Drops gcsfs' "<request> out of retries on exception" records: each carries a
+    traceback, and the backend reports the same failure as one line."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        return "out of retries on exception" not in record.getMessage()
+
+
+def _quiet_gcsfs_retries() -> None:
+    import logging
+
+    logger = logging.getLogger("gcsfs")
+    if not any(isinstance(f, _ReportedByTheBackend) for f in logger.filters):
+        logger.addFilter(_ReportedByTheBackend())
+
+
 def gcs_connection(uri: str, options: dict, warn=lambda message: None) -> Connection:
     cls = _gcs_class()
+    _quiet_gcsfs_retries()
     token, secrets = _gcs_credentials(options, warn)
     timeout, attempts = _tuning(options)
     project = options.get("project") or os.environ.get("GOOGLE_CLOUD_PROJECT") or None

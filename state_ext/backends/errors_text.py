@@ -80,8 +80,9 @@ def network_failure(exc: BaseException, *, service: str, endpoint: str | None,
     if names & DROPPED_NAMES or any(isinstance(e, (ConnectionResetError, BrokenPipeError))
                                     for e in links):
         return f"the connection to the{where} was dropped mid-request"
-    if names & CONNECT_NAMES:
-        return f"cannot reach the{where}: {_one_line(links[-1], 160)}"
+    connect = [e for e in links if type(e).__name__ in CONNECT_NAMES]
+    if connect:
+        return f"cannot reach the{where}: connection failed ({_one_line(connect[-1], 160)})"
     return None
 
 

@@ -101,10 +101,10 @@ class _Refusals:
     (Meltano cannot even read it: its ``float()`` fails), except for the instant in which
     Meltano's ``file://`` writer has created the file but not yet written it. Such a lock
     is stale if, when we first see it, the store's modification time is older than the
-    timeout (plus one second: HTTP dates are whole seconds); a younger one (or one on a store that keeps no modification time) is waited
-    for like a fresh lock, and then reported. A lock dated in the future stays fresh, as
-    for Meltano. Every lock that ends the wait is reported with what it holds and the path
-    or key to delete.
+    timeout (plus one second: HTTP dates are whole seconds); a younger one (or one on a
+    store that keeps no modification time) is waited for like a fresh lock, then reported.
+    A lock dated in the future stays fresh, as for Meltano. Every lock that ends the wait
+    is reported with what it holds and the path or key to delete.
     """
 
     RETRY, TAKE_OVER, WAIT = "retry", "take over", "wait"

@@ -322,3 +322,82 @@ def store(request):
     """Each object store in turn, against its real local server."""
     fixture = {"s3": "s3_server", "gs": "gcs_server", "azure": "azure_server"}[request.param]
     return StoreCase(request.param, request.getfixturevalue(fixture))
+
+
+# -- network faults in front of a real server ------------------------------------------------
+import contextlib  # noqa: E402
+import threading  # noqa: E402
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+class FaultProxy:
+    """A TCP proxy on 127.0.0.1 in front of a real server, that can break the network on cue.
+
+    * ``drop_responses()``: from now on every response is cut a few bytes after its headers
+      (the connection closes mid-body, as when a server or a load balancer dies);
+    * ``shut()``: close every connection and stop listening (the server "is killed": new
+      connections are refused), while the server behind keeps what it stored;
+    * ``heal()``: forward normally again.
+    """
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.dropping = False
+        self._closed = False
+        self._conns: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, responses: bool) -> None:
+        pending = b""
+        try:
+            while chunk := source.recv(65536):
+                if responses and self.dropping:
+                    pending += chunk
+                    end = pending.find(b"\r\n\r\n")
+                    if end < 0:
+                        continue
+                    sink.sendall(pending[:end + 4 + 8])  # headers and a few body bytes
+                    break
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        _close(source)
+        _close(sink)
+
+    def drop_responses(self) -> None:
+        self.dropping = True
+
+    def heal(self) -> None:
+        self.dropping = False
+
+    def shut(self) -> None:
+        self._closed = True
+        self._listener.close()
+        for sock in list(self._conns):
+            _close(sock)
