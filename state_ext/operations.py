@@ -30,16 +30,24 @@ def effective_state(backend: StateBackend, state_id: str) -> dict:
 
 
 def set_state(backend: StateBackend, state_id: str, state: dict) -> None:
-    """A complete write: ``completed`` = state, ``partial`` = {}."""
-    backend.put(validate_state_id(state_id), Envelope.complete(state))
+    """A complete write: ``completed`` = state, ``partial`` = {}; refused before writing
+    if its stored JSON would pass the size limit of one state."""
+    envelope = Envelope.complete(state)
+    envelope.check_stored_size(validate_state_id(state_id))
+    backend.put(state_id, envelope)
 
 
 def merge_state(backend: StateBackend, state_id: str, partial: dict) -> Envelope:
-    """A partial write, read and written under the ID's lock."""
+    """A partial write, read and written under the ID's lock. A merge that would grow
+    the state past the size limit raises inside the transaction: nothing is written."""
     validate_state_id(state_id)
-    return backend.update(
-        state_id, lambda current: (current or Envelope()).merged_with_partial(partial)
-    )
+
+    def change(current: Envelope | None) -> Envelope:
+        merged = (current or Envelope()).merged_with_partial(partial)
+        merged.check_stored_size(state_id)
+        return merged
+
+    return backend.update(state_id, change)
 
 
 def merge_from_state_id(backend: StateBackend, src_id: str, dst_id: str) -> Envelope:

@@ -20,6 +20,15 @@ from state_ext.errors import BackendError, ConfigurationError, LockTimeoutError,
 from state_ext.model import Envelope
 from state_ext.settings import redact_uri
 from state_ext.state_ids import matches, validate_state_id
+from state_ext.strict_json import (
+    LIMIT_TEXT,
+    MAX_DEPTH,
+    MAX_STATE_BYTES,
+    JsonRefused,
+    as_text,
+    check_value,
+    loads_stored,
+)
 
 CREATE_HINT = "run `meltano upgrade database` (or any `meltano state` command) in the project"
 BATCH = 500
@@ -160,6 +169,8 @@ class SystemDbBackend(StateBackend):
     def _failure(self, exc: BaseException) -> BackendError:
         """A database error (SQLAlchemy's or the driver's own) as one readable line."""
         message = _one_line(exc)
+        if message.startswith("Could not decode to UTF-8"):  # sqlite3, before any lock test:
+            return BackendError(self._undecodable())  # the message quotes the stored text
         if "locked" in message.lower() or "lock timeout" in message.lower():
             return LockTimeoutError(
                 f"System database {redact_uri(self.database_uri)} is locked by another "
@@ -167,14 +178,56 @@ class SystemDbBackend(StateBackend):
             )
         return BackendError(f"System database {redact_uri(self.database_uri)}: {message}")
 
+    def _undecodable(self) -> str:
+        """sqlite3 could not decode a stored TEXT as UTF-8: say which state, column and byte.
+
+        The driver's own message quotes the whole value (megabytes, possibly) and names
+        no state, so a second, read-only connection looks at the raw bytes. Error path
+        only: reads stay on sqlite3's fast strict decoding.
+        """
+        import sqlite3
+
+        from sqlalchemy.engine import make_url
+
+        try:
+            con = sqlite3.connect(f"file:{make_url(self.database_uri).database}?mode=ro",
+                                  uri=True, timeout=self.settings.lock_timeout_seconds)
+            try:
+                con.text_factory = bytes
+                rows = con.execute("SELECT state_id, completed_state, partial_state FROM state "
+                                   "ORDER BY state_id")
+                for row in rows:
+                    for column, raw in zip(("state_id", "completed_state", "partial_state"), row,
+                                           strict=True):
+                        try:
+                            if isinstance(raw, bytes):
+                                raw.decode("utf-8")
+                        except UnicodeDecodeError as bad:
+                            name = row[0].decode("utf-8", "backslashreplace")
+                            return (f"systemdb state {name!r}: {column} is not valid UTF-8 "
+                                    f"(byte 0x{raw[bad.start]:02x} at offset {bad.start})")
+            finally:
+                con.close()
+        except sqlite3.Error:
+            pass
+        return f"System database {redact_uri(self.database_uri)}: a stored text is not valid UTF-8"
+
     def _envelope(self, state_id: str, completed, partial) -> Envelope:
+        if type(completed) is str and type(partial) is str and (
+            len(completed) + len(partial) > MAX_STATE_BYTES
+        ):
+            raise BackendError(
+                f"systemdb state {state_id!r} is "
+                f"{(len(completed) + len(partial)) / 2**20:.1f} MiB of JSON, more than the "
+                f"{LIMIT_TEXT} limit per state"
+            )
         completed = _load(completed, state_id, "completed_state")
         partial = _load(partial, state_id, "partial_state")
         if type(completed) is dict and type(partial) is dict:
             # the common case, thousands of times per export or migrate: no checks to run
             return Envelope(completed=completed, partial=partial)
         return Envelope.from_halves(completed, partial, where=f"systemdb state {state_id!r}",
-                                    warn=self.warn)
+                                    warn=self.warn, checked=True)
 
     # -- reads -------------------------------------------------------------------
     def list_ids(self, pattern: str | None = None) -> list[str]:
@@ -356,32 +409,29 @@ class SystemDbBackend(StateBackend):
             engine.dispose()
 
 
-_scan = json.JSONDecoder().scan_once
-
-
 def _load(value, state_id: str, column: str):
-    """A stored column as JSON: ``None`` and already-decoded objects pass through.
+    """A stored column as JSON, under state-ext's JSON rules (``strict_json``).
 
-    Text Meltano wrote (``json.dumps``, nothing around it) is decoded by one call of the C
-    scanner: ``json.loads`` adds two regex matches and three Python calls around that same
-    scanner. Anything else (surrounding whitespace, trailing data, invalid JSON) goes
-    through ``json.loads``, which accepts or reports it exactly as before.
+    Text Meltano wrote (``json.dumps``, ASCII, nothing around it) is decoded by one call
+    of the C scanner once O(1)/``str.count`` bounds clear its depth and size
+    (``loads_stored``); anything else is decoded and checked in full. A value the driver
+    already decoded is checked as a value. ``None`` passes through.
     """
-    if value is None or isinstance(value, dict):
-        return value
-    if type(value) is str:
-        try:
-            data, end = _scan(value, 0)
-            if end == len(value):
-                return data
-        except (StopIteration, ValueError):
-            pass
+    if value is None:
+        return None
     try:
-        return json.loads(value)
-    except ValueError as exc:
-        raise BackendError(
-            f"systemdb state {state_id!r}: {column} is not valid JSON ({exc})"
-        ) from None
+        if type(value) is str:
+            return loads_stored(value, max_depth=MAX_DEPTH)
+        if isinstance(value, dict):
+            check_value(value, max_depth=MAX_DEPTH)
+            return value
+        return loads_stored(as_text(value), max_depth=MAX_DEPTH)
+    except JsonRefused as exc:
+        if exc.syntax:
+            raise BackendError(
+                f"systemdb state {state_id!r}: {column} is not valid JSON ({exc.message})"
+            ) from None
+        raise BackendError(f"systemdb state {state_id!r}: {column} {exc.message}") from None
 
 
 def _row(state_id: str, envelope: Envelope, now: datetime) -> dict:

@@ -1,0 +1,405 @@
+"""The JSON state-ext accepts, in input and in stores alike, and its limits.
+
+Python's ``json`` accepts more than JSON: ``NaN``/``Infinity``, duplicate keys (the last
+one silently wins), lone surrogates (``"\\ud800"``), ``1e999`` (read as infinity), and
+nesting as deep as the recursion limit lets it go (a 100,000-deep document is a
+``RecursionError`` traceback; 600 levels parse, then fail later in a copy or a merge).
+No other JSON reader agrees on what such a state means, so state-ext refuses it, with
+one line that says what and where, before anything is written.
+
+The same rules apply to every state read from a store, so that ``export`` never writes
+a document ``import`` refuses, and so that no stored state can crash a later step
+(merge, copy, encode) halfway through a command or inside a worker thread.
+
+Limits (see the README's input rules):
+
+* ``MAX_DEPTH`` = 500 levels of objects and arrays in a state (``{}`` is 1 level). Every
+  recursive step on a state (Python's C decoder and encoder, our merge and copy) takes
+  one frame per level, and commands run under 100 frames deep, so a state at the limit
+  leaves over 400 frames of Python's default recursion limit (1,000) to spare, in the
+  main thread or a worker thread; it needs under 128 KiB of C stack (measured: the
+  decoder and encoder at 900 levels work in a thread with a 128 KiB stack, the smallest
+  common default). Meltano 4.4.1 itself reads and merges states of about 950 levels, so
+  whatever state-ext stores, Meltano can read. The envelope adds one level, an import
+  document two.
+* ``MAX_STATE_BYTES`` = 16 MiB of JSON per state (UTF-8 bytes; the stored envelope, or
+  the STATE given to ``set``/``merge``, or one entry of an import document). Singer
+  states are kilobytes (thousands of partition bookmarks make a few MiB); 16 MiB bounds
+  what one state can cost (about ten times that in memory once decoded) while staying
+  far above any real one.
+
+Stored text that Meltano wrote (``json.dumps``, ASCII) takes a fast path: O(1) or
+``str.count`` bounds decide depth and size, and one C-scanner call with two hooks
+(duplicate keys and ``NaN``) does the rest; the full checks run only when a bound fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from itertools import accumulate
+from json.decoder import JSONDecodeError
+from typing import Any
+
+MAX_DEPTH = 500
+MAX_STATE_BYTES = 16 * 1024 * 1024
+LIMIT_TEXT = "16 MiB"
+# Callers pass max_depth = MAX_DEPTH plus the levels around a state (envelope, document).
+TOO_DEEP = f"nests more than {MAX_DEPTH} levels deep (the limit for a state)"
+
+
+class JsonRefused(ValueError):
+    """Text or a value state-ext does not accept; ``message`` reads after a subject
+    ("the state ...", "stored state ...") and is one line. ``syntax`` is True when the
+    text is not JSON at all (callers keep Meltano's "Invalid JSON" wording for those)."""
+
+    def __init__(self, message: str, *, syntax: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.syntax = syntax
+
+
+class _HookRefused(Exception):
+    """Raised inside the C scanner by a hook; the slow walk then says exactly where."""
+
+
+def _pairs(pairs: list) -> dict:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _HookRefused("duplicate key")
+    return result
+
+
+def _constant(name: str):
+    raise _HookRefused(name)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise _HookRefused(text)
+    return value
+
+
+_INF = float("inf")
+_STRICT = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant,
+                           parse_float=_float)
+_STRICT_SCAN = _STRICT.scan_once
+_STRICT_ENCODE = json.JSONEncoder(allow_nan=False, check_circular=False).encode
+
+
+# -- entry points ------------------------------------------------------------------------
+def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH,
+          max_bytes: int | None = MAX_STATE_BYTES) -> Any:
+    """Decode JSON text under every rule; ``max_bytes=None`` for a whole import document."""
+    text = as_text(text)
+    if max_bytes is not None:
+        check_size(utf8_size(text), max_bytes)
+    check_depth(text, max_depth)
+    try:
+        value = _STRICT.decode(text)
+    except RecursionError:  # pragma: no cover - check_depth comes first
+        raise JsonRefused(TOO_DEEP) from None
+    except JSONDecodeError as exc:
+        raise JsonRefused(str(exc), syntax=True) from None
+    except (_HookRefused, ValueError) as exc:
+        raise JsonRefused(first_problem(text) or _plain(exc)) from None
+    check_surrogate_escapes(text)
+    return value
+
+
+def loads_stored(text: str, *, max_depth: int) -> Any:
+    """``loads`` for text read from a store, fast for what Meltano writes.
+
+    The C scanner is called once, with the duplicate-key and ``NaN`` hooks; whatever the
+    cheap bounds cannot clear, or the single scan cannot take whole, goes through
+    ``loads``, which accepts or refuses it exactly.
+    """
+    if type(text) is str and text.isascii() and len(text) <= MAX_STATE_BYTES and (
+        len(text) <= 2 * max_depth or text.count("{") + text.count("[") <= max_depth
+    ) and "\\ud" not in text and "\\uD" not in text:
+        try:
+            value, end = _STRICT_SCAN(text, 0)
+            if end == len(text):
+                return value
+        except (StopIteration, _HookRefused, ValueError):
+            pass
+    return loads(text, max_depth=max_depth)
+
+
+def check_value(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
+    """The same rules for a value some other code decoded (a plugin backend, a driver)."""
+    if _depth_of(value) > max_depth:
+        raise JsonRefused(TOO_DEEP)
+    try:
+        text = _STRICT_ENCODE(value)
+    except ValueError:
+        raise JsonRefused("has NaN or Infinity: JSON has no NaN or Infinity") from None
+    except TypeError as exc:
+        raise JsonRefused(f"has a value JSON cannot carry ({_plain(exc)})") from None
+    check_size(len(text), MAX_STATE_BYTES)
+    check_surrogate_escapes(text)
+
+
+# -- the individual rules ----------------------------------------------------------------
+_RAW_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def as_text(text: str | bytes) -> str:
+    """Bytes decoded as strict UTF-8; a str checked for what invalid UTF-8 leaves in it."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JsonRefused(
+                f"is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+            ) from None
+    elif not text.isascii():
+        bad = _RAW_SURROGATE.search(text)
+        if bad:  # what argv's surrogateescape makes of invalid UTF-8, or a lone surrogate
+            code = ord(bad.group())
+            what = (f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF
+                    else f"lone surrogate U+{code:04X}")
+            raise JsonRefused(f"is not valid UTF-8 ({what} at {_where(text, bad.start())})")
+    if text.startswith("\ufeff"):
+        raise JsonRefused("starts with a byte order mark (BOM), which JSON does not allow; "
+                          "save it as UTF-8 without BOM", syntax=True)
+    return text
+
+
+def utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def check_size(size: int, limit: int = MAX_STATE_BYTES) -> None:
+    if size > limit:
+        raise JsonRefused(f"is {_mib(size)} of JSON, more than the {LIMIT_TEXT} limit per state")
+
+
+_ESCAPE_BYTES = re.compile(rb"\\.", re.S)
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_TO_PARENS = bytes.maketrans(b"[{]}", b"(())")
+
+
+def check_depth(text: str, max_depth: int) -> None:
+    """Refuse nesting deeper than ``max_depth`` without any recursion.
+
+    Cheap bounds first (a text of n characters nests at most n/2 levels, or at most as
+    many levels as it has ``{`` and ``[``); otherwise strings and escapes are removed,
+    brackets become parentheses, and each pass of ``replace("()", "")`` peels exactly one
+    level off every tree, all at C speed; a few passes settle ordinary documents, and a
+    prefix sum on what is left gives the rest.
+    """
+    if len(text) <= 2 * max_depth or text.count("{") + text.count("[") <= max_depth:
+        return
+    data = text.encode("utf-8", "surrogatepass")
+    if b"\\" in data:
+        data = _ESCAPE_BYTES.sub(b"", data)
+    shape = data.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in shape:  # some strings hold brackets: drop every string's content
+        shape = b"".join(shape.split(b'"')[::2])
+    shape = shape.translate(_TO_PARENS)
+    peeled = 0
+    while shape and peeled < 8:
+        shorter = shape.replace(b"()", b"")
+        if len(shorter) == len(shape):
+            break
+        shape, peeled = shorter, peeled + 1
+    if shape:
+        steps = (1 if c == 40 else -1 for c in shape)
+        peeled += max(0, max(accumulate(steps)))
+    if peeled > max_depth:
+        raise JsonRefused(TOO_DEEP)
+
+
+_SURROGATE_ESCAPE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"  # a valid pair
+    r"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"  # a lone one
+    r"|\\\\"  # an escaped backslash, so that "\\ud800" is not read as an escape
+)
+
+
+def check_surrogate_escapes(text: str) -> None:
+    """Refuse ``\\ud800``-style escapes that do not form a pair (not Unicode text)."""
+    if "\\ud" not in text and "\\uD" not in text:
+        return
+    for match in _SURROGATE_ESCAPE.finditer(text):
+        found = match.group()
+        if len(found) == 6:
+            raise JsonRefused(f"has a lone surrogate {found} at {_where(text, match.start())}: "
+                              "not valid Unicode")
+
+
+# -- saying where ------------------------------------------------------------------------
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+|\s+', re.S)
+_CONSTANTS = ("NaN", "Infinity", "-Infinity")
+
+
+def first_problem(text: str, start: int = 0, end: int | None = None) -> str | None:
+    """The first duplicate key, NaN/Infinity, or out-of-range number in document order,
+    with its path (a JSON Pointer) and line/column; None if there is none.
+
+    A plain loop over tokens, only run once the C scanner found that something is wrong.
+    """
+    end = len(text) if end is None else end
+    stack: list[list] = []  # [kind, current key or index, keys seen, expecting a key]
+    pos = start
+    while pos < end:
+        match = _TOKEN.match(text, pos, end)
+        if match is None:
+            return None
+        token, pos = match.group(), match.end()
+        first = token[0]
+        if first in "{[":
+            stack.append([first, None if first == "{" else 0, set(), first == "{"])
+        elif first in "}]":
+            if stack:
+                stack.pop()
+        elif first == ",":
+            if stack and stack[-1][0] == "{":
+                stack[-1][3] = True
+            elif stack:
+                stack[-1][1] += 1
+        elif first == '"':
+            top = stack[-1] if stack else None
+            if top is not None and top[0] == "{" and top[3]:
+                try:
+                    key = json.loads(token)
+                except ValueError:
+                    return None
+                if key in top[2]:
+                    return (f"has a duplicate key {key!r} in the object at "
+                            f"{_pointer(stack[:-1])} ({_where(text, match.start())})")
+                top[2].add(key)
+                top[1], top[3] = key, False
+        elif not first.isspace() and first != ":":
+            problem = _number_problem(token)
+            if problem:
+                what, why = problem
+                return f"has {what} at {_pointer(stack)} ({_where(text, match.start())}): {why}"
+    return None
+
+
+def _number_problem(token: str) -> tuple[str, str] | None:
+    """What is wrong with a scalar token, as (what, why), or None."""
+    shown = token if len(token) <= 24 else token[:20] + "..."
+    if token in _CONSTANTS:
+        return token, "JSON has no NaN or Infinity"
+    if any(c in token for c in ".eE"):
+        try:
+            if float(token) in (_INF, -_INF):
+                return f"the number {shown}", "too large for a 64-bit float"
+        except ValueError:
+            return None
+    else:
+        digits = len(token.lstrip("-"))
+        limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+        if limit and digits > limit:
+            return f"an integer of {digits} digits", f"at most {limit} digits"
+    return None
+
+
+def _pointer(stack: list[list]) -> str:
+    parts = []
+    for kind, key, _seen, _expecting in stack:
+        if key is None:
+            continue
+        parts.append(str(key).replace("~", "~0").replace("/", "~1") if kind == "{" else str(key))
+    return "/" + "/".join(parts) if parts else "the top level"
+
+
+def _where(text: str, pos: int) -> str:
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def _depth_of(value: Any) -> int:
+    """Nesting of a decoded value, without recursion."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children
+                       if isinstance(child, (dict, list, tuple)))
+    return deepest
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+def _plain(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+# -- import documents --------------------------------------------------------------------
+def object_members(text: str) -> list[tuple[str, Any, int, int, int]] | None:
+    """The members of a top-level object as (key, value, value start, value end, key
+    start), each value decoded under the rules; None when the text is not an object.
+
+    The top level is walked here rather than by the C scanner so that each entry of an
+    import document has its own span (for the size limit and for errors that name the
+    entry) and so that a repeated key at the top level can be reported. Error wording
+    and positions follow ``json``. ``check_depth`` must have run on ``text``.
+    """
+    from json.decoder import WHITESPACE, scanstring
+
+    ws = WHITESPACE.match
+    idx = ws(text, 0).end()
+    if text[idx:idx + 1] != "{":
+        return None
+    members: list[tuple[str, Any, int, int, int]] = []
+    idx = ws(text, idx + 1).end()
+    closing = text[idx:idx + 1] == "}"
+    try:
+        while not closing:
+            if text[idx:idx + 1] != '"':
+                raise JSONDecodeError("Expecting property name enclosed in double quotes",
+                                      text, idx)
+            key_start = idx
+            key, idx = scanstring(text, idx + 1)
+            idx = ws(text, idx).end()
+            if text[idx:idx + 1] != ":":
+                raise JSONDecodeError("Expecting ':' delimiter", text, idx)
+            start = idx = ws(text, idx + 1).end()
+            try:
+                value, idx = _STRICT_SCAN(text, idx)
+            except StopIteration as exc:
+                raise JSONDecodeError("Expecting value", text, exc.value) from None
+            except JSONDecodeError:
+                raise
+            except (_HookRefused, ValueError) as exc:
+                problem = first_problem(text, start) or _plain(exc)
+                raise JsonRefused(f"entry {key!r} {problem}") from None
+            members.append((key, value, start, idx, key_start))
+            idx = ws(text, idx).end()
+            if text[idx:idx + 1] == ",":
+                idx = ws(text, idx + 1).end()
+            elif text[idx:idx + 1] == "}":
+                closing = True
+            else:
+                raise JSONDecodeError("Expecting ',' delimiter", text, idx)
+        idx = ws(text, idx + 1).end()
+        if idx != len(text):
+            raise JSONDecodeError("Extra data", text, idx)
+    except JSONDecodeError as exc:
+        raise JsonRefused(str(exc), syntax=True) from None
+    except RecursionError:  # pragma: no cover - check_depth comes first
+        raise JsonRefused(TOO_DEEP) from None
+    check_surrogate_escapes(text)
+    return members
+
+
+def where(text: str, pos: int) -> str:
+    """``line L, column C`` of a position, for messages."""
+    return _where(text, pos)
