@@ -99,6 +99,7 @@ def invoke(ctx: typer.Context, command_args: Annotated[list[str], typer.Argument
 
 
 # Registering the state and transfer commands on `app` (import for side effect).
+import state_ext.cli.safety_commands  # noqa: E402, F401
 from state_ext.cli import state_commands, transfer_commands  # noqa: E402, F401
 
 
