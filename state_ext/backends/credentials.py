@@ -337,10 +337,18 @@ def generic_connection(scheme: str, uri: str, options: dict) -> Connection:
 
 def _construction_failure(scheme: str, cls, exc: BaseException, endpoint: str | None):
     """The error for a filesystem that could not be built: settings, or the server."""
+    import re
+
     from state_ext.backends.errors_text import explain
     from state_ext.errors import BackendError
 
     name = cls.__name__
+    twice = re.search(r"multiple values for keyword argument '(\w+)'", str(exc))
+    if isinstance(exc, TypeError) and twice:
+        return ConfigurationError(
+            f"The {scheme}:// state backend gets {twice[1]!r} twice, from the URI and from "
+            f"state_backend.{scheme}.{twice[1]}: give it once"
+        )
     if isinstance(exc, TypeError):
         text = " ".join(str(exc).split())
         return ConfigurationError(

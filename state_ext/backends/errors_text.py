@@ -114,11 +114,22 @@ def explain(exc: BaseException, *, service: str, bucket: str, word: str, endpoin
         code = _code(err)
         if code:
             return _from_code(code, err, service=service, word=word, scheme=scheme)
-    if isinstance(exc, PermissionError):
+    if isinstance(exc, PermissionError) or _denied(exc):
         return f"access denied: {_one_line(exc)}: {_credential_hint(scheme)}"
     if isinstance(exc, FileNotFoundError):
         return f"not found: {_one_line(exc)}"
     return f"{type(exc).__name__}: {_one_line(exc)}"
+
+
+DENIED_WORDS = ("permission denied", "not enough privileges", "access denied",
+                "login incorrect", "authentication failed")
+
+
+def _denied(exc: BaseException) -> bool:
+    """A refusal that only the message tells (FTP's "530 Login incorrect", "550 Not enough
+    privileges", SSH's "Authentication failed")."""
+    text = str(exc).lower()
+    return any(word in text for word in DENIED_WORDS) or text.startswith("530")
 
 
 def _code(err: BaseException) -> str:

@@ -315,7 +315,11 @@ class FsspecStore(AsyncStore):
     """Through the public fsspec API; sync filesystems (FTP, SFTP...) too.
 
     ``root`` is ``"/"`` when the URI's path was absolute (``ftp://host/state``), else empty;
-    a key is then the path ``root + key``, exactly where fsspec's URL parsing points.
+    a key is then the path ``root + key``, exactly where fsspec's URL parsing points. On
+    filesystems with real folders a write creates the ID's folder when it is missing, and
+    the release of a lock removes the folder again when nothing else is in it, so the
+    layout is that of Meltano's ``file://`` backend. Exclusive lock creation is only as
+    atomic as the filesystem's ``pipe_file(mode="create")`` (a check, then a write, on FTP).
     """
 
     def __init__(self, fs, root: str = ""):
@@ -348,13 +352,26 @@ class FsspecStore(AsyncStore):
             return None
         return data, data, None  # the content is the version: compared before a delete
 
+    async def _pipe(self, key, data, **kwargs):
+        path = self._path(key)
+        try:
+            await self._run("pipe_file", path, data, **kwargs)
+        except (FileExistsError, TypeError, NotImplementedError):
+            raise
+        except Exception:  # noqa: BLE001 - a missing folder: FTP says "550", others OSError
+            parent = path.rpartition("/")[0]
+            if not parent or await self._run("exists", parent):
+                raise
+            await self._run("makedirs", parent, exist_ok=True)
+            await self._run("pipe_file", path, data, **kwargs)
+
     async def put(self, key, data):
-        await self._run("pipe_file", self._path(key), data)
+        await self._pipe(key, data)
 
     async def create(self, key, data):
         async with self._lock:
             try:
-                await self._run("pipe_file", self._path(key), data, mode="create")
+                await self._pipe(key, data, mode="create")
             except FileExistsError:
                 return None
             except (TypeError, NotImplementedError):  # no exclusive create: best effort
@@ -372,3 +389,7 @@ class FsspecStore(AsyncStore):
             current = await self.get_versioned(key)
             if current is not None and current[1] == marker:
                 await self.delete(key)
+                parent = self._path(key).rpartition("/")[0]
+                if parent and not getattr(self.fs, "async_impl", False):
+                    with contextlib.suppress(Exception):  # not empty, or no folders at all
+                        await self._run("rmdir", parent)

@@ -401,3 +401,55 @@ class FaultProxy:
         self._listener.close()
         for sock in list(self._conns):
             _close(sock)
+
+
+class FtpServer(Server):
+    """pyftpdlib (dev extra) serving ``root`` on 127.0.0.1: a real non-cloud fsspec store
+    (``ftp://``) whose files are also plain files on disk, where Meltano's ``file://``
+    backend can read them. ``read_only`` gives the user list/read permissions only."""
+
+    name = "ftp"
+    user, password = "state", "ftp-secret-pw"
+
+    def __init__(self, root: Path, *, read_only: bool = False):
+        super().__init__()
+        self.root, self.read_only = Path(root), read_only
+
+    @property
+    def url(self) -> str:
+        return f"ftp://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        script = (
+            "import sys\n"
+            "from pyftpdlib.authorizers import DummyAuthorizer\n"
+            "from pyftpdlib.handlers import FTPHandler\n"
+            "from pyftpdlib.servers import FTPServer\n"
+            "root, port, user, password, perm = sys.argv[1:6]\n"
+            "auth = DummyAuthorizer()\n"
+            "auth.add_user(user, password, root, perm=perm)\n"
+            "FTPHandler.authorizer = auth\n"
+            "server = FTPServer(('127.0.0.1', int(port)), FTPHandler)\n"
+            "server.serve_forever()\n"
+        )
+        perm = "elr" if self.read_only else "elradfmwMT"
+        return [sys.executable, "-c", script, str(self.root), str(self.port), self.user,
+                self.password, perm]
+
+    def start(self) -> FtpServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ftp server exited: {self.log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    if sock.recv(3) == b"220":
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"ftp server did not answer on port {self.port} within 30 s")
