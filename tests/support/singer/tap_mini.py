@@ -7,6 +7,11 @@ emitting a RECORD and then a STATE message for each new id:
 ``{"bookmarks": {<stream>: {"last_id": <id>, "new": <records since the bookmark>}}}``.
 With nothing new it still emits one STATE message echoing the bookmark (``new`` = 0).
 ``$TAP_MINI_ARGV_FILE``, when set, receives the argv and the state it was given (JSON).
+
+Misbehaviours for the safety tests (all off by default):
+``$TAP_MINI_SDK=1`` adds the Singer SDK's ``replication_key``/``replication_key_value``
+(= ``last_id``) to each bookmark; ``$TAP_MINI_REWIND=N`` ignores the state and ends on
+the older bookmark ``N``; ``$TAP_MINI_EMPTY=1`` emits only a state without bookmarks.
 """
 
 import argparse
@@ -42,17 +47,28 @@ def main():
         emit_catalog(stream)
         return
 
+    if os.environ.get("TAP_MINI_EMPTY") == "1":
+        emit({"type": "STATE", "value": {"bookmarks": {}}})
+        return
     bookmark = state.get("bookmarks", {}).get(stream, {}).get("last_id", 0)
+    if os.environ.get("TAP_MINI_REWIND"):
+        bookmark, total = 0, int(os.environ["TAP_MINI_REWIND"])
     emit({"type": "SCHEMA", "stream": stream, "key_properties": ["id"],
           "schema": {"type": "object", "properties": {"id": {"type": "integer"}}}})
     new = 0
     for record_id in range(bookmark + 1, total + 1):
         new += 1
         emit({"type": "RECORD", "stream": stream, "record": {"id": record_id}})
-        emit({"type": "STATE",
-              "value": {"bookmarks": {stream: {"last_id": record_id, "new": new}}}})
+        emit({"type": "STATE", "value": {"bookmarks": {stream: mark(record_id, new)}}})
     if not new:
-        emit({"type": "STATE", "value": {"bookmarks": {stream: {"last_id": bookmark, "new": 0}}}})
+        emit({"type": "STATE", "value": {"bookmarks": {stream: mark(bookmark, 0)}}})
+
+
+def mark(last_id, new):
+    bookmark = {"last_id": last_id, "new": new}
+    if os.environ.get("TAP_MINI_SDK") == "1":
+        bookmark.update(replication_key="id", replication_key_value=last_id)
+    return bookmark
 
 
 def emit_catalog(stream):
