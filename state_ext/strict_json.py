@@ -269,7 +269,7 @@ def first_problem(text: str, start: int = 0, end: int | None = None) -> str | No
                 except ValueError:
                     return None
                 if key in top[2]:
-                    return (f"has a duplicate key {key!r} in the object at "
+                    return (f"has a duplicate key {_short(repr(key), 40)} in the object at "
                             f"{_pointer(stack[:-1])} ({_where(text, match.start())})")
                 top[2].add(key)
                 top[1], top[3] = key, False
@@ -283,7 +283,7 @@ def first_problem(text: str, start: int = 0, end: int | None = None) -> str | No
 
 def _number_problem(token: str) -> tuple[str, str] | None:
     """What is wrong with a scalar token, as (what, why), or None."""
-    shown = token if len(token) <= 24 else token[:20] + "..."
+    shown = _short(token, 24)
     if token in _CONSTANTS:
         return token, "JSON has no NaN or Infinity"
     if any(c in token for c in ".eE"):
@@ -301,12 +301,22 @@ def _number_problem(token: str) -> tuple[str, str] | None:
 
 
 def _pointer(stack: list[list]) -> str:
+    """A JSON Pointer to the current value, shortened to fit one readable line."""
     parts = []
     for kind, key, _seen, _expecting in stack:
         if key is None:
             continue
-        parts.append(str(key).replace("~", "~0").replace("/", "~1") if kind == "{" else str(key))
-    return "/" + "/".join(parts) if parts else "the top level"
+        parts.append(_short(str(key).replace("~", "~0").replace("/", "~1"), 30)
+                     if kind == "{" else str(key))
+    if not parts:
+        return "the top level"
+    if len(parts) > 8:
+        parts = [*parts[:4], f"...({len(parts) - 7} more)...", *parts[-3:]]
+    return "/" + "/".join(parts)
+
+
+def _short(text: str, size: int) -> str:
+    return text if len(text) <= size else text[:size - 3] + "..."
 
 
 def _where(text: str, pos: int) -> str:
