@@ -1,0 +1,177 @@
+"""Locks that explain themselves, on file:// and on the real S3, GCS and Azure emulators.
+
+A wait is logged once (the state ID, what the lock holds read as a time and its age, or
+"empty"/"unreadable content"/"in the future", and when state-ext gives up); the final error
+says the same and names the path or key to delete. An empty or unreadable lock (which
+Meltano can neither write nor read) is stale when its modification time is older than
+``lock_timeout_seconds``; a fresh one is waited for, like any lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from tests.support.cli import clean_env, state_ext
+from tests.support.emulators import (  # noqa: F401 - fixtures
+    StoreCase,
+    azure_server,
+    gcs_server,
+    s3_server,
+)
+from tests.support.project import write_project
+
+ID = "dev:tap-a-to-target-b"
+STATE = '{"singer_state": {"bookmarks": {"s": {"v": 1}}}}'
+GIVE_UP = re.compile(r"giving up at \d\d:\d\d:\d\d UTC, in \d+ s")
+
+
+class Place:
+    """One store and the raw access to its lock object, whatever the scheme."""
+
+    def __init__(self, scheme: str, tmp_path, request):
+        self.scheme = scheme
+        self.root = write_project(tmp_path / "project")
+        if scheme == "file":
+            self.dir = tmp_path / "state"
+            self.uri = f"file://{self.dir}"
+            self.settings: dict = {}
+            self.lock_name = str(self.dir / ID / "lock")
+        else:
+            fixture = {"s3": "s3_server", "gs": "gcs_server", "azure": "azure_server"}[scheme]
+            self.case = StoreCase(scheme, request.getfixturevalue(fixture))
+            self.bucket = self.case.new_bucket()
+            self.uri = f"{scheme}://{self.bucket}/p"
+            self.settings = self.case.settings_env(self.uri)
+            self.lock_name = f"{self.uri}/{ID}/lock"
+
+    def write_lock(self, content: str, *, age: float = 0) -> None:
+        if self.scheme == "file":
+            path = self.dir / ID / "lock"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+            if age:
+                os.utime(path, (time.time() - age, time.time() - age))
+        else:
+            self.case.write(self.bucket, f"p/{ID}/lock", content.encode())
+            if age:
+                time.sleep(age)  # a store's Last-Modified cannot be set: let it age
+
+    def delete_named(self, name: str) -> None:
+        assert name == self.lock_name, name
+        if self.scheme == "file":
+            os.unlink(name)
+        else:
+            self.case.delete(self.bucket, f"p/{ID}/lock")
+
+    def run(self, *args, timeout: str = "1", **kwargs):
+        env = clean_env(**{**self.settings, "MELTANO_STATE_BACKEND_URI": self.uri,
+                           "MELTANO_STATE_BACKEND_LOCK_TIMEOUT_SECONDS": timeout,
+                           "MELTANO_STATE_BACKEND_LOCK_RETRY_SECONDS": "0.1"})
+        return state_ext(*args, cwd=self.root, env=env, check=False, timeout=120, **kwargs)
+
+
+@pytest.fixture(params=["file", "s3", "gs", "azure"])
+def place(request, tmp_path):
+    return Place(request.param, tmp_path, request)
+
+
+def warning_and_error(stderr: str) -> tuple[str, str]:
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 2, stderr  # the wait, logged once, and the final error
+    return lines[0], lines[1]
+
+
+def epoch(offset: float) -> str:
+    return str(datetime.now(timezone.utc).timestamp() + offset)
+
+
+@pytest.mark.parametrize("content, described", [
+    ("not a timestamp", r"unreadable content 'not a timestamp', last modified \d+\.\d s ago"),
+    ("", r"empty, last modified \d+\.\d s ago"),
+    ("future", r"dated \S+ \S+ UTC, 3\d{3} s in the future \(a clock ahead\?\)"),
+])
+def test_a_lock_that_never_turns_stale_is_explained_and_named(place, content, described):
+    commands = [["set", "--force", ID, STATE], ["merge", ID, STATE], ["clear", "--force", ID]]
+    if place.scheme in ("gs", "azure"):  # the same code as s3 past the store: save time
+        commands = commands[:1]
+    for command in commands:
+        place.write_lock(epoch(3600) if content == "future" else content)
+        started = time.monotonic()
+        # Longer than a process start, so that the lock just written is fresh when seen.
+        result = place.run(*command, timeout="3")
+        assert result.returncode == 1, str(result)
+        assert time.monotonic() - started < 30
+        wait, error = warning_and_error(result.stderr)
+        assert f"Waiting for the lock of state ID {ID!r}" in wait, wait
+        assert re.search(described, wait) and GIVE_UP.search(wait), wait
+        assert f"State ID {ID!r} is locked by another process" in error, error
+        assert re.search(described, error) and "gave up after 3.1 s" in error, error
+        assert f"delete {place.lock_name} and run again" in error, error
+    # The way out works: delete what the error names, run again.
+    place.delete_named(re.search(r"delete (\S+) and run again", error)[1])
+    assert place.run("set", "--force", ID, STATE).returncode == 0
+
+
+def test_a_fresh_meltano_lock_is_waited_for_with_one_warning_then_taken_over(place):
+    """What a crashed Meltano run leaves: a wait, said once, then the lock turns stale."""
+    place.write_lock(epoch(-0.2))
+    result = place.run("set", "--force", ID, STATE, timeout="3")
+    assert result.returncode == 0, str(result)
+    lines = result.stderr.strip().splitlines()
+    waits = [line for line in lines if "Waiting for the lock" in line]
+    assert len(waits) == 1, result.stderr
+    assert re.search(r"written at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, [0-2]\.\d s ago",
+                     waits[0]), waits[0]
+    assert place.run("get", ID).json() == json.loads(STATE)
+
+
+def test_an_old_unreadable_lock_is_taken_over_at_once(place):
+    """Garbage Meltano could never have written, older than the timeout by its mtime."""
+    place.write_lock("garbage", age=2.5)
+    started = time.monotonic()
+    result = place.run("set", "--force", ID, STATE)
+    assert result.returncode == 0, str(result)
+    assert time.monotonic() - started < 10
+    assert "Waiting" not in result.stderr, result.stderr
+    assert place.run("get", ID).json() == json.loads(STATE)
+
+
+def test_a_stale_meltano_lock_is_taken_over_without_a_word(place):
+    place.write_lock(epoch(-120))
+    result = place.run("merge", ID, STATE, timeout="10")
+    assert result.returncode == 0, str(result)
+    assert "Waiting" not in result.stderr and "lock" not in result.stderr, result.stderr
+
+
+def test_the_wait_is_logged_once_and_the_write_lands_when_the_lock_goes(place):
+    place.write_lock(epoch(0))
+    threading.Timer(2.0, lambda: place.delete_named(place.lock_name)).start()
+    result = place.run("set", "--force", ID, STATE, timeout="30")
+    assert result.returncode == 0, str(result)
+    waits = [line for line in result.stderr.splitlines() if "Waiting for the lock" in line]
+    assert len(waits) == 1, result.stderr
+    assert re.search(r"giving up at \S+ UTC, in 3\d s", waits[0]), waits[0]
+
+
+@pytest.mark.parametrize("scheme", ["file", "s3"])
+def test_import_blocked_by_one_lock_says_what_was_written(scheme, tmp_path, request):
+    place = Place(scheme, tmp_path, request)
+    place.write_lock("held by a script")
+    document = {sid: {"completed": {"singer_state": {"i": i}}, "partial": {}}
+                for i, sid in enumerate(["dev:a", ID, "dev:c"])}
+    result = place.run("import", input=json.dumps(document), timeout="3")
+    assert result.returncode == 1
+    wait, error = warning_and_error(result.stderr)
+    assert "unreadable content 'held by a script'" in error, error
+    if scheme == "s3":  # concurrent per-ID locks: the others were written
+        assert "2 of 3 states were written" in error, error
+    else:  # file:// takes every lock before writing anything
+        assert place.run("list").stdout.split() == [], "file:// wrote while one ID was locked"
