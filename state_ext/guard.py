@@ -182,7 +182,11 @@ def order_key(value: Any) -> tuple[str, Any] | None:
 
 def bookmarks(state: dict) -> dict | None:
     """The SDK's bookmarks; ``{}`` when there are none; None for another layout."""
-    singer = state.get("singer_state") if isinstance(state, dict) else None
+    if not isinstance(state, dict) or not state:
+        return {}
+    if "singer_state" not in state:
+        return None
+    singer = state["singer_state"]
     if not singer:
         return {}
     if not isinstance(singer, dict):
