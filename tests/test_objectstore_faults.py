@@ -205,3 +205,22 @@ def test_missing_bucket_is_one_line(store, tmp_path):
                            env=env_through(store, store.server.url, uri))
         assert result.returncode == 1
         assert "does not exist" in one_line(result.stderr)
+
+
+@pytest.mark.parametrize("uri, problem", [
+    ("s3://bkt/../x", "a '..' path segment"),
+    ("gs://bkt/a/./b", "a '.' path segment"),
+    ("azure://container/a//b", "an empty path segment ('//')"),
+    ("s3://bkt/p/lock", "a last segment 'lock'"),
+    ("gs://bkt/p/state.json", "a last segment 'state.json'"),
+    ("memory://bkt/../x", "a '..' path segment"),
+])
+def test_prefixes_meltano_would_store_literally_are_refused(uri, problem, tmp_path):
+    """Meltano 4.4.1 writes such keys as they are (``../x/<id>/state.json``): refused."""
+    root = write_project(tmp_path / "project")
+    for args in (["list", "--uri", uri], ["migrate", "--to", uri, "--from", "memory://ok/p"]):
+        result = state_ext(*args, cwd=root, check=False, env=clean_env(
+            AZURE_STORAGE_CONNECTION_STRING="AccountName=a;AccountKey=a2V5;"))
+        assert result.returncode == 1
+        line = only_line(result.stderr)
+        assert f"Invalid state backend URI {uri!r}" in line and problem in line, line

@@ -159,3 +159,26 @@ def test_ftp_server_gone_after_start_is_one_line(tmp_path):
     server.close()
     line = failure(root, env, "get", A)
     assert "connection refused" in line, line
+
+
+def test_settings_are_typed_as_the_filesystem_declares():
+    from fsspec.implementations.ftp import FTPFileSystem
+
+    from state_ext.backends.fsspec_options import typed_options
+
+    typed = typed_options(FTPFileSystem, "ftp", {
+        "port": "2121", "tls": "no", "timeout": "2.5", "block_size": "4096",
+        "username": "0042", "encoding": "latin-1", "skip_instance_cache": "true"})
+    assert typed == {"port": 2121, "tls": False, "timeout": 2.5, "block_size": 4096,
+                     "username": "0042", "encoding": "latin-1", "skip_instance_cache": True}
+
+
+def test_typed_settings_from_the_environment_reach_the_server(ftp, tmp_path):
+    root = write_project(tmp_path / "project")
+    env = ftp_env(ftp, "typed/state", MELTANO_STATE_BACKEND_FTP_TIMEOUT="7.5",
+                  MELTANO_STATE_BACKEND_FTP_TLS="false",
+                  MELTANO_STATE_BACKEND_FTP_BLOCK_SIZE="65536")
+    state_ext("set", "--force", A, '{"singer_state": {"t": 1}}', cwd=root, env=env)
+    assert state_ext("get", A, cwd=root, env=env).json() == {"singer_state": {"t": 1}}
+    config = state_ext("config", cwd=root, env=env).stdout
+    assert "state_backend.ftp.password: (redacted)" in config, config

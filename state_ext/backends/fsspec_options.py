@@ -6,13 +6,18 @@ compare ``'2121' > 0`` and fail with a ``TypeError``. A string setting is conver
 filesystem says what it wants, looked up along its classes' ``__init__`` signatures:
 
 1. the parameter's annotation names ``bool``, ``int`` or ``float``; else
-2. the parameter's default is a ``bool``, ``int`` or ``float`` (``port=21``, ``tls=False``);
-3. else, for parameters the filesystem forwards unnamed (``**kwargs``, as SFTP does to
-   paramiko), only the obvious: ``port`` and names ending in ``_port`` become integers,
-   ``timeout`` and names ending in ``_timeout`` numbers.
+2. the parameter's default is a ``bool``, ``int`` or ``float`` (``port=21``, ``tls=False``;
+   a ``timeout`` or ``*_timeout`` declared by an integer default takes fractions too);
+3. fsspec's own options, taken by every filesystem: ``skip_instance_cache``,
+   ``use_listings_cache``, ``asynchronous`` (booleans), ``listings_expiry_time`` (a number),
+   ``max_paths`` (an integer);
+4. else, for parameters declared without a type (``block_size=None``) or forwarded unnamed
+   (``**kwargs``, as SFTP does to paramiko), only the obvious: ``port``, ``*_port`` and
+   ``*_size`` become integers, ``timeout`` and ``*_timeout`` numbers.
 
-Anything else stays a string. Booleans accept true/false, yes/no, on/off, 1/0. A value that
-does not convert is a one-line configuration error naming the setting.
+Anything else stays a string (a user name of digits stays a user name). Booleans accept
+true/false, yes/no, on/off, 1/0. A value that does not convert is a one-line configuration
+error naming the setting.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from state_ext.errors import ConfigurationError
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 _KINDS = {"bool": bool, "int": int, "float": float}
+FSSPEC_OPTIONS = {"skip_instance_cache": bool, "use_listings_cache": bool, "asynchronous": bool,
+                  "listings_expiry_time": float, "max_paths": int}
 
 
 def _declared(cls) -> dict[str, inspect.Parameter]:
@@ -44,6 +51,13 @@ def _declared(cls) -> dict[str, inspect.Parameter]:
 
 
 def _kind(name: str, param: inspect.Parameter | None):
+    kind = _declared_kind(name, param)
+    if kind is int and (name == "timeout" or name.endswith("_timeout")):
+        return float  # ``timeout=30`` still means seconds, fractions included
+    return kind
+
+
+def _declared_kind(name: str, param: inspect.Parameter | None):
     if param is not None:
         annotation = param.annotation
         if isinstance(annotation, type) and annotation in (bool, int, float):
@@ -56,9 +70,11 @@ def _kind(name: str, param: inspect.Parameter | None):
         default = param.default
         if isinstance(default, (bool, int, float)):
             return type(default)
-        if param.default is not param.empty or annotation is not param.empty:
+        if annotation is not param.empty or default not in (param.empty, None):
             return None  # declared as something else: leave the string alone
-    if name == "port" or name.endswith("_port"):
+    if name in FSSPEC_OPTIONS:
+        return FSSPEC_OPTIONS[name]
+    if name == "port" or name.endswith(("_port", "_size")):
         return int
     if name == "timeout" or name.endswith("_timeout"):
         return float
