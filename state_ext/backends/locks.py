@@ -7,6 +7,11 @@ then writes, so two writers can both "win". We keep the same content and timing 
 that Meltano still sees our locks, but create the lock with an exclusive create (O_EXCL
 link, or a conditional put), take over a stale lock only if it is still the one we saw,
 and delete only a lock we own.
+
+A wait never goes unexplained: its start is logged once (``warn``) with what the lock
+holds (a time and its age, "empty", "unreadable content", a date in the future) and when
+we give up, and giving up names the lock's path or key, to delete by hand if no run holds
+it. ``_Refusals`` says which locks are stale.
 """
 
 from __future__ import annotations
