@@ -72,6 +72,12 @@ class SnapshotStore(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
+    def __enter__(self) -> SnapshotStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
 
 class FolderStore(SnapshotStore):
     def __init__(self, folder: Path):

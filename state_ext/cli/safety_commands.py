@@ -74,13 +74,9 @@ def snapshot(
     with handled():
         check_label(label)
         settings = _settings(project_root)
-        store = _store(settings, snapshot_uri)
-        try:
-            with state_backend(uri, project_root) as backend:
-                info = take_snapshot(backend, settings, label=label, pattern=pattern,
-                                     store=store, keep=keep)
-        finally:
-            store.close()
+        with _store(settings, snapshot_uri) as store, state_backend(uri, project_root) as backend:
+            info = take_snapshot(backend, settings, label=label, pattern=pattern,
+                                 store=store, keep=keep)
         out(info.name)
         log().info(f"Snapshot {info.name}: {info.states} state(s), {_size(info.size)}, "
                    f"in {store.label}")
@@ -104,11 +100,8 @@ def snapshots_list(
     from state_ext.snapshots import iso, list_snapshots
 
     with handled():
-        store = _store(_settings(project_root), snapshot_uri)
-        try:
+        with _store(_settings(project_root), snapshot_uri) as store:
             found = list_snapshots(store)
-        finally:
-            store.close()
         if output_format is ListFormat.json:
             out(json.dumps({"store": store.label, "snapshots": [i.to_dict() for i in found]}))
             return
@@ -135,11 +128,8 @@ def snapshots_prune(
         if keep is None and older_than is None:
             raise UsageError("Give --keep N and/or --older-than DURATION")
         age = parse_duration(older_than) if older_than is not None else None
-        store = _store(_settings(project_root), snapshot_uri)
-        try:
+        with _store(_settings(project_root), snapshot_uri) as store:
             deleted = prune(store, keep=keep, older_than=age)
-        finally:
-            store.close()
         log().info(f"Deleted {len(deleted)} snapshot(s) from {store.label}")
 
 
@@ -188,38 +178,35 @@ def restore(
                              "--run RUN_ID STATE_ID, --version REF STATE_ID")
         if version is not None and target is None:
             raise UsageError("--run and --version need the STATE_ID to restore")
+        if version is not None and (exact or pattern is not None):
+            raise UsageError("--exact and --pattern apply to snapshots, not to --run/--version")
         settings = _settings(project_root)
-        store = _store(settings, snapshot_uri)
-        try:
-            with state_backend(uri, project_root) as backend:
-                if version is not None:
-                    source = _history_version(backend, settings, store, target, version)
-                    exact, pattern = False, None
-                else:
-                    info = find(store, target, latest=latest,
-                                before=parse_time(before) if before else None)
-                    source = restoring.MemoryBackend(
-                        info.name, load_states(store, info, warn=log().warning))
-                    if exact:
-                        source.scope = restoring.exact_scope(store, info)
-                the_plan = restoring.plan(source, backend, pattern, exact)
-                _show_plan(source, backend, the_plan)
-                if not the_plan.writes and not the_plan.removed:
-                    log().info("Nothing to restore: the state already matches.")
-                    return
-                if dry_run:
-                    log().info("Dry run: nothing was written.")
-                    return
-                confirm(f"This will overwrite {len(the_plan.changed)}, add "
-                        f"{len(the_plan.added)} and clear {len(the_plan.removed)} state(s). "
-                        "Continue?", force, what=f"restore from {source.label}")
-                safety = None
-                if the_plan.touched and not _auto_snapshot_disabled(no_snapshot):
-                    safety = take_snapshot(backend, settings, label="pre-restore",
-                                           ids=the_plan.touched, store=store)
-                done = restoring.apply(source, backend, the_plan, exact=exact)
-        finally:
-            store.close()
+        with _store(settings, snapshot_uri) as store, state_backend(uri, project_root) as backend:
+            if version is not None:
+                source = _history_version(backend, settings, store, target, version)
+            else:
+                info = find(store, target, latest=latest,
+                            before=parse_time(before) if before else None)
+                source = restoring.MemoryBackend(
+                    info.name, load_states(store, info, warn=log().warning))
+                if exact:
+                    source.scope = restoring.exact_scope(store, info)
+            the_plan = restoring.plan(source, backend, pattern, exact)
+            _show_plan(source, backend, the_plan)
+            if not the_plan.writes and not the_plan.removed:
+                log().info("Nothing to restore: the state already matches.")
+                return
+            if dry_run:
+                log().info("Dry run: nothing was written.")
+                return
+            confirm(f"This will overwrite {len(the_plan.changed)}, add "
+                    f"{len(the_plan.added)} and clear {len(the_plan.removed)} state(s). "
+                    "Continue?", force, what=f"restore from {source.label}")
+            safety = None
+            if the_plan.touched and not _auto_snapshot_disabled(no_snapshot):
+                safety = take_snapshot(backend, settings, label="pre-restore",
+                                       ids=the_plan.touched, store=store)
+            done = restoring.apply(source, backend, the_plan, exact=exact)
         undo = f"; to undo: restore {safety.name}" if safety else ""
         log().info(f"Restored {done['written']} state(s) from {source.label}"
                    + (f", cleared {done['removed']}" if done["removed"] else "") + undo)
@@ -273,14 +260,10 @@ def history(
     with handled():
         validate_state_id(state_id)
         settings = _settings(project_root)
-        store = _store(settings, snapshot_uri)
-        try:
-            with state_backend(uri, project_root) as backend:
-                found = histories.collect(state_id, backend=backend, project_settings=settings,
-                                          store=store, stream=stream, limit=limit,
-                                          warn=log().warning)
-        finally:
-            store.close()
+        with _store(settings, snapshot_uri) as store, state_backend(uri, project_root) as backend:
+            found = histories.collect(state_id, backend=backend, project_settings=settings,
+                                      store=store, stream=stream, limit=limit,
+                                      warn=log().warning)
         if output_format is ListFormat.json:
             out(json.dumps(found.to_dict()))
             return
@@ -316,12 +299,9 @@ def guard(
             raise UsageError("Give at most one of --against, --latest")
         allowed = guarding.parse_allow(allow)
         settings = _settings(project_root)
-        store = _store(settings, snapshot_uri)
-        try:
+        with _store(settings, snapshot_uri) as store:
             info = find(store, against, latest=against is None)
             before = load_states(store, info, strict=False)
-        finally:
-            store.close()
         if pattern is not None:
             from state_ext.state_ids import matches
 
