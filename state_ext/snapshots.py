@@ -128,6 +128,31 @@ def take_snapshot(backend, project_settings, *, label: str, ids: list[str] | Non
             store.close()
 
 
+AUTO_SNAPSHOT_ENV = "STATE_EXT_AUTO_SNAPSHOT"
+
+
+def auto_snapshot_enabled(project_settings, no_snapshot: bool = False) -> bool:
+    """False with ``--no-snapshot`` or the plugin setting ``auto_snapshot: false``
+    (``STATE_EXT_AUTO_SNAPSHOT``, from the environment or the project's ``.env``)."""
+    if no_snapshot:
+        return False
+    value = project_settings.env.get(AUTO_SNAPSHOT_ENV) or project_settings.dotenv.get(
+        AUTO_SNAPSHOT_ENV) or ""
+    return value.strip().lower() not in ("false", "0", "no", "off")
+
+
+def auto_snapshot(backend, project_settings, *, label: str, ids: list[str] | None = None,
+                  pattern: str | None = None, no_snapshot: bool = False,
+                  store: SnapshotStore | None = None) -> SnapshotInfo | None:
+    """The safety snapshot a command takes of exactly what it is about to overwrite or
+    delete (``ids``, or all/``pattern``); None when disabled or when ``ids`` is empty.
+    A failure raises before the caller has written anything."""
+    if not auto_snapshot_enabled(project_settings, no_snapshot) or ids == []:
+        return None
+    return take_snapshot(backend, project_settings, label=label, ids=ids, pattern=pattern,
+                         store=store)
+
+
 def _moments(last: datetime) -> Iterator[datetime]:
     yield last
     while True:  # a name was taken (two snapshots in one microsecond): a later one

@@ -114,6 +114,12 @@ def test_restore_shows_asks_snapshots_then_writes(cli):
     again = cli("restore", name, "--force")
     assert "Nothing to restore" in again.stderr
 
+    cli.set("dev:tap-a-to-target-b", singer(orders="2021-01-01"))
+    quiet = Cli(cli.root, {**cli.env, "STATE_EXT_AUTO_SNAPSHOT": "false"})  # the setting
+    assert "to undo" not in quiet("restore", name, "--force").stderr
+    assert len(cli.names()) == 2 and cli.export()["dev:tap-a-to-target-b"] == before[
+        "dev:tap-a-to-target-b"]
+
 
 def test_restore_exact_and_pattern(cli):
     dev = cli("snapshot", "--pattern", "dev:*", "--label", "dev").stdout.strip()

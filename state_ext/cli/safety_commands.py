@@ -7,7 +7,6 @@ back through migrate's exact, locked, verified engine, after its own safety snap
 """
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -133,11 +132,6 @@ def snapshots_prune(
         log().info(f"Deleted {len(deleted)} snapshot(s) from {store.label}")
 
 
-def _auto_snapshot_disabled(no_snapshot: bool) -> bool:
-    value = os.environ.get("STATE_EXT_AUTO_SNAPSHOT", "").strip().lower()
-    return no_snapshot or value in ("false", "0", "no", "off")
-
-
 @app.command()
 def restore(
     target: Annotated[str | None, typer.Argument(
@@ -166,7 +160,7 @@ def restore(
     """Put state back from a snapshot (or one history version): shows the changes, asks,
     snapshots what it overwrites (label pre-restore), then writes exactly and verifies."""
     from state_ext import restore as restoring
-    from state_ext.snapshots import find, load_states, parse_time, take_snapshot
+    from state_ext.snapshots import auto_snapshot, find, load_states, parse_time
 
     with handled():
         if run is not None:
@@ -202,10 +196,8 @@ def restore(
             confirm(f"This will overwrite {len(the_plan.changed)}, add "
                     f"{len(the_plan.added)} and clear {len(the_plan.removed)} state(s). "
                     "Continue?", force, what=f"restore from {source.label}")
-            safety = None
-            if the_plan.touched and not _auto_snapshot_disabled(no_snapshot):
-                safety = take_snapshot(backend, settings, label="pre-restore",
-                                       ids=the_plan.touched, store=store)
+            safety = auto_snapshot(backend, settings, label="pre-restore",
+                                   ids=the_plan.touched, no_snapshot=no_snapshot, store=store)
             done = restoring.apply(source, backend, the_plan, exact=exact)
         undo = f"; to undo: restore {safety.name}" if safety else ""
         log().info(f"Restored {done['written']} state(s) from {source.label}"
