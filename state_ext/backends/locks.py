@@ -8,10 +8,12 @@ that Meltano still sees our locks, but create the lock with an exclusive create 
 link, or a conditional put), take over a stale lock only if it is still the one we saw,
 and delete only a lock we own.
 
-A wait never goes unexplained: its start is logged once (``warn``) with what the lock
-holds (a time and its age, "empty", "unreadable content", a date in the future) and when
-we give up, and giving up names the lock's path or key, to delete by hand if no run holds
-it. ``_Refusals`` says which locks are stale.
+A wait never goes unexplained: once it has lasted a second with more than a second to go,
+it is logged once (``warn``) with what the lock holds (a time and its age, "empty",
+"unreadable content", a date in the future) and when we give up (brief contention between
+writers, and waits that end within two seconds, stay silent: the final error says it all);
+giving up names the lock's path or key, to delete by hand if no run holds it.
+``_Refusals`` says which locks are stale.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 from state_ext.errors import LockTimeoutError
 
 MIN_POLL_SECONDS = 0.05
+WARN_AFTER_SECONDS = 1.0  # brief contention stays silent; a wait longer than this is said
 MODIFIED_PRECISION_SECONDS = 1.0  # Last-Modified headers drop the fraction of a second
 
 
@@ -150,9 +153,10 @@ class _Refusals:
                 "(state_backend.lock_timeout_seconds). If no Meltano or state-ext run is "
                 f"writing this state ID, delete {self.location} and run again"
             )
-        if not self.warned and self.warn is not None:
+        remaining = self.deadline - time.monotonic()
+        if not self.warned and self.warn is not None and remaining >= WARN_AFTER_SECONDS and \
+                time.monotonic() - self.started >= WARN_AFTER_SECONDS:
             self.warned = True
-            remaining = max(0.0, self.deadline - time.monotonic())
             until = datetime.fromtimestamp(time.time() + remaining, timezone.utc)
             self.warn(
                 f"Waiting for the lock of state ID {self.state_id!r} in {self.where} "
