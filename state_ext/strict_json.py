@@ -139,7 +139,7 @@ def check_value(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
     except TypeError as exc:
         raise JsonRefused(f"has a value JSON cannot carry ({_plain(exc)})") from None
     check_size(len(text), MAX_STATE_BYTES)
-    check_surrogate_escapes(text)
+    check_surrogate_escapes(text, locate=False)
 
 
 # -- the individual rules ----------------------------------------------------------------
@@ -220,15 +220,16 @@ _SURROGATE_ESCAPE = re.compile(
 )
 
 
-def check_surrogate_escapes(text: str) -> None:
-    """Refuse ``\\ud800``-style escapes that do not form a pair (not Unicode text)."""
+def check_surrogate_escapes(text: str, *, locate: bool = True) -> None:
+    """Refuse ``\\ud800``-style escapes that do not form a pair (not Unicode text);
+    ``locate=False`` when ``text`` is our own encoding, whose positions mean nothing."""
     if "\\ud" not in text and "\\uD" not in text:
         return
     for match in _SURROGATE_ESCAPE.finditer(text):
         found = match.group()
         if len(found) == 6:
-            raise JsonRefused(f"has a lone surrogate {found} at {_where(text, match.start())}: "
-                              "not valid Unicode")
+            where = f" at {_where(text, match.start())}" if locate else ""
+            raise JsonRefused(f"has a lone surrogate {found}{where}: not valid Unicode")
 
 
 # -- saying where ------------------------------------------------------------------------

@@ -158,3 +158,37 @@ def test_every_stored_case_is_read_by_get_on_both_stores():
     assert len(STORED) >= 60
     assert {r.case.name for r in READS if r.command == "get" and r.backend == "sqlite"} == {
         c.name for c in STORED}
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    (b'{"completed": {"singer_state": {"v": NaN}}, "partial": {}}', "nan or infinity"),
+    (b'{"completed": {"singer_state": {"v": 1e999}}, "partial": {}}', "nan or infinity"),
+    (b'{"completed": {"singer_state": {"v": "\\ud800"}}, "partial": {}}', "surrogate"),
+    (b'{"completed": ' + hostile.state_of_depth(600) + b', "partial": {}}', "500 levels"),
+    (b'{"completed": ' + hostile.state_of_depth(100_000, hostile.arrays)
+     + b', "partial": {}}', "recursion"),
+])
+def test_plugin_backend_halves_follow_the_same_rules(tmp_path, body, fragment):
+    """An add-on (msm://) decodes state itself, with Python's lenient json: the halves it
+    returns are checked as values. (Duplicate keys are gone by then: only text shows them.)"""
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "meltano.yml").write_text("project_id: x\n")
+    env = {**make_project("file", tmp_path / "unused", None).env, "MSM_DATA_DIR": str(root)}
+    uri = "msm://alice:pw@localhost/db"
+    proc = subprocess.run([str(STATE_EXTENSION), "set", ID, hostile.GOOD_STATE.decode(),
+                           "--force", "--uri", uri], cwd=root, env=env, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    con = sqlite3.connect(root / "db.sqlite3")
+    with con:
+        con.execute("UPDATE states SET body = ? WHERE state_id = ?", (body.decode(), ID))
+    con.close()
+    for args in (["get", ID], ["export"], ["merge", ID, hostile.GOOD_STATE.decode()]):
+        proc = subprocess.run([str(STATE_EXTENSION), *args, "--uri", uri], cwd=root, env=env,
+                              capture_output=True, text=True)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(lines) == 1 and fragment in lines[0].lower() and ID in lines[0], proc.stderr
+    con = sqlite3.connect(root / "db.sqlite3")
+    assert con.execute("SELECT body FROM states").fetchall() == [(body.decode(),)]
+    con.close()

@@ -204,7 +204,7 @@ class SystemDbBackend(StateBackend):
                                 raw.decode("utf-8")
                         except UnicodeDecodeError as bad:
                             name = row[0].decode("utf-8", "backslashreplace")
-                            return (f"systemdb state {name!r}: {column} is not valid UTF-8 "
+                            return (f"systemdb state '{name}': {column} is not valid UTF-8 "
                                     f"(byte 0x{raw[bad.start]:02x} at offset {bad.start})")
             finally:
                 con.close()
