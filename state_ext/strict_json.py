@@ -130,7 +130,7 @@ def loads_stored(text: str, *, max_depth: int) -> Any:
 
 def check_value(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
     """The same rules for a value some other code decoded (a plugin backend, a driver)."""
-    if _depth_of(value) > max_depth:
+    if _depth_of(value, max_depth) > max_depth:
         raise JsonRefused(TOO_DEEP)
     try:
         text = _STRICT_ENCODE(value)
@@ -326,8 +326,9 @@ def _where(text: str, pos: int) -> str:
     return f"line {line}, column {column}"
 
 
-def _depth_of(value: Any) -> int:
-    """Nesting of a decoded value, without recursion."""
+def _depth_of(value: Any, limit: int) -> int:
+    """Nesting of a decoded value, without recursion; stops once past ``limit`` (so a
+    cyclic structure ends as too deep instead of looping)."""
     deepest = 0
     pending = [(value, 1)]
     while pending:
@@ -339,6 +340,8 @@ def _depth_of(value: Any) -> int:
         else:
             continue
         deepest = max(deepest, depth)
+        if deepest > limit:
+            break
         pending.extend((child, depth + 1) for child in children
                        if isinstance(child, (dict, list, tuple)))
     return deepest
