@@ -51,8 +51,8 @@ AT_LIMIT = {
 
 
 def test_states_at_the_nesting_limit_take_every_path(tmp_path, tmp_path_factory):
-    """set and merge (twice, so a 500-deep partial is merged onto a 500-deep partial), get,
-    export, import, copy, move, migrate SQLite -> file:// -> file:// and diff, all exact."""
+    """set and merge (twice, so a 500-deep partial is merged onto a 500-deep partial), get
+    (compact, and pretty: Python's pure-Python encoder), export, import, copy, move, migrate SQLite -> file:// -> file:// and diff, all exact."""
     root = write_project(tmp_path / "p")
     (root / ".meltano").mkdir()
     db = meltano_seeded_db(tmp_path_factory, SEED)
@@ -63,6 +63,7 @@ def test_states_at_the_nesting_limit_take_every_path(tmp_path, tmp_path_factory)
         ext(root, "merge", name, "--input-file", f"{name}.json")
         ext(root, "merge", name, "--input-file", f"{name}.json")
         assert json.loads(ext(root, "get", name)[0]) == state
+        assert json.loads(ext(root, "get", name, "--format", "pretty")[0]) == state
     exported, _ = ext(root, "export")
     document = json.loads(exported)
     for name, state in AT_LIMIT.items():
