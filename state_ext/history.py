@@ -35,6 +35,7 @@ class Version:
     seen_in: list[str] = field(default_factory=list)
     seen_refs: list[str] = field(default_factory=list)
     summary: str = ""
+    seq: int = 0  # order among records of one source with the same time (S3: whole seconds)
 
     def to_dict(self) -> dict:
         from state_ext.snapshots import iso
@@ -109,7 +110,7 @@ def from_runs(project_settings, state_id: str) -> list[Version]:
         kind = "edit" if str(status).endswith("STATE_EDIT") else f"run {str(status).split('.')[-1]}"
         found.append(Version(moment, f"run:{run_id}",
                              f"runs row {run_id} ({kind}, trigger {trigger or '?'})",
-                             current.effective()))
+                             current.effective(), seq=run_id))
     return found
 
 
@@ -146,14 +147,15 @@ def from_s3_versions(backend, state_id: str) -> tuple[list[Version], bool]:
     versions, markers = backend._run("list object versions", listing)
     keeps = any(v.get("VersionId") not in (None, "null") for v in versions + markers)
     found = []
-    for item in versions:
+    for newer, item in enumerate(versions):  # S3 lists a key's versions newest first
         data = backend._run("read an object version", body, item["VersionId"])
         envelope = Envelope.from_stored_json(data, where=f"{key} version {item['VersionId']}")
         found.append(Version(_utc(item["LastModified"]), f"s3:{item['VersionId']}",
-                             f"S3 object version {item['VersionId']}", effective(envelope)))
-    for item in markers:
+                             f"S3 object version {item['VersionId']}", effective(envelope),
+                             seq=-newer))
+    for newer, item in enumerate(markers):
         found.append(Version(_utc(item["LastModified"]), f"s3:{item['VersionId']}",
-                             f"S3 delete marker {item['VersionId']}", None))
+                             f"S3 delete marker {item['VersionId']}", None, seq=-newer))
     return found, keeps
 
 
@@ -203,7 +205,7 @@ def collect(state_id: str, *, backend, project_settings, store, stream: str | No
 def assemble(state_id: str, observations: list[Version], sources: dict[str, str],
              stream: str | None = None, limit: int | None = None) -> History:
     """Collapse repeated states into versions, summarise each against the one before."""
-    observations.sort(key=lambda v: (v.time, v.ref))
+    observations.sort(key=lambda v: (v.time, v.seq, v.ref))
     versions: list[Version] = []
     last_key = object()
     for seen in observations:
