@@ -258,3 +258,17 @@ def test_no_snapshot_yet_is_one_line(meltano_project):
     result = state_ext("guard", cwd=meltano_project, env=clean_env(), check=False)
     one_error_line(result, "No snapshot in", "take one with")
     assert not os.path.exists(meltano_project / ".meltano" / "state-ext")
+
+
+def test_restore_before_a_time_picks_the_snapshot_before_it(cli):
+    first = cli("snapshot", "--label", "first").stdout.strip()
+    cli.set("dev:tap-a-to-target-b", singer(orders="2025-01-01"))
+    second = cli("snapshot", "--label", "second").stdout.strip()
+    times = {s["name"]: s["time"] for s in cli("snapshots", "--format", "json").json()[
+        "snapshots"]}
+    dry = cli("restore", "--before", times[second], "--dry-run")
+    assert f"Restore from snapshot {first}" in dry.stderr
+    assert dry.stdout.splitlines() == ["! dev:tap-a-to-target-b"]
+    after = cli("restore", "--before", "2999-01-01T00:00:00+02:00", "--dry-run")
+    assert f"Restore from snapshot {second}" in after.stderr
+    assert "Nothing to restore" in after.stderr
