@@ -79,11 +79,11 @@ def test_invoke_failure_is_a_non_zero_exit(installed):
 def test_invoke_writes_what_meltano_reads(installed):
     """Runs last: it leaves the module's store as the import made it."""
     state_id = "dev:tap-written-to-target-ext"
-    invoke(installed, "state-ext:set", state_id, '{"singer_state": {"a": 1}}')  # set --force
+    invoke(installed, "state-ext:set", state_id, '{"singer_state": {"a": 1}}', "--force")
     invoke(installed, "state-ext:merge", state_id, '{"singer_state": {"b": 2}}')
     exported = meltano("state", "export", cwd=REPO_ROOT, env=installed).json()
     assert exported == {**STATES, state_id: {"completed": {"singer_state": {"a": 1}},
                                              "partial": {"singer_state": {"b": 2}}}}
-    invoke(installed, "state-ext:clear", state_id)  # clear --force
+    invoke(installed, "state-ext:clear", state_id, "--force")
     listed = meltano("state", "list", cwd=REPO_ROOT, env=installed)
     assert sorted(listed.stdout.splitlines()) == sorted(STATES)
