@@ -204,6 +204,13 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
             for state_id, data in zip(chunk, blobs, strict=True):
                 yield state_id, self._parse(state_id, data)
 
+    def _one_state_timeout(self) -> float:
+        """The most one locked write may take: lock, write and unlock requests, plus the
+        lock wait. Bulk writes bound each state by it: a request can hang past the SDK's
+        own timeouts (aiohttp waits for "100 Continue" from a frozen server forever)."""
+        per = self.connection.timeout * (self.connection.max_attempts + 1)
+        return per * 3 + self.settings.lock_timeout_seconds + self.settings.lock_retry_seconds
+
     def _bulk_timeout(self, count: int) -> float:
         per = self.connection.timeout * (self.connection.max_attempts + 1)
         return per * (1 + count // READ_CONCURRENCY) + 30
@@ -273,8 +280,9 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
         async def one(state_id: str) -> str | None:
             async with semaphore:
                 try:
-                    return await self._put_checked(state_id, states[state_id],
-                                                   expected[state_id])
+                    return await asyncio.wait_for(
+                        self._put_checked(state_id, states[state_id], expected[state_id]),
+                        self._one_state_timeout())
                 except StateExtError as exc:
                     return exc.message
                 except Exception as exc:  # noqa: BLE001 - reported per ID, as one line
@@ -332,7 +340,7 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
 
             async def limited(state_id: str) -> None:
                 async with semaphore:
-                    await one(state_id, done)
+                    await asyncio.wait_for(one(state_id, done), self._one_state_timeout())
 
             await aio.gather_or_cancel(limited(state_id) for state_id in ids)
 
