@@ -1,4 +1,4 @@
-"""The EDK extension: describe, initialize, invoke.
+"""The EDK extension: describe, initialize, invoke; built on the CLI (``state_ext.cli``).
 
 It is built per command (never at import time) so that ``--help`` and ``describe``
 need no project, settings or database.
@@ -16,10 +16,12 @@ from state_ext import APP_NAME
 from state_ext.errors import ConfigurationError
 from state_ext.logs import get_logger
 
-STATE_COMMANDS = [
-    "list", "get", "set", "merge", "clear", "copy", "move", "migrate", "diff", "export",
-    "import", "config",
-]
+
+def state_command_names() -> list[str]:
+    from state_ext.cli import state_command_names
+
+    return state_command_names()
+
 BUNDLE = "bundle"
 # Files in the bundle whose deployed name differs (dotfiles do not travel well in wheels).
 RENAMES = {"gitignore": ".gitignore"}
@@ -37,7 +39,7 @@ class StateExtension(ExtensionBase):
                 models.ExtensionCommand(
                     name=APP_NAME,
                     description="Read, write, copy and migrate Meltano state on every backend",
-                    commands=["describe", "initialize", "invoke", *STATE_COMMANDS],
+                    commands=["describe", "initialize", "invoke", *state_command_names()],
                 )
             ]
         )
@@ -46,13 +48,12 @@ class StateExtension(ExtensionBase):
         """Run one of our own commands, as ``state_extension <command> ...`` would."""
         from typer.main import get_command
 
-        from state_ext.main import app
+        from state_ext.cli import app
 
-        command = get_command(app).commands.get(command_name or "")
-        if command_name not in STATE_COMMANDS or command is None:
-            raise ConfigurationError(
-                f"invoke needs a state command, one of: {', '.join(STATE_COMMANDS)}"
-            )
+        names = state_command_names()
+        if command_name not in names:
+            raise ConfigurationError(f"invoke needs a state command, one of: {', '.join(names)}")
+        command = get_command(app).commands[command_name]
         args = [a.decode() if isinstance(a, bytes) else str(a) for a in command_args]
         # The command alone, not the whole app: logging stays as the caller configured it.
         command.main(args=args, prog_name=f"{APP_NAME} {command_name}")

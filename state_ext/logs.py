@@ -1,4 +1,4 @@
-"""structlog, configured the EDK way, readable where Meltano re-logs it, without rich.
+"""structlog, configured the EDK way, readable where Meltano re-logs it.
 
 * Levels: Meltano re-logs every stderr line of a utility at *info*, so under
   ``meltano invoke``/``meltano run`` each line carries its own level (``[error    ]
@@ -7,15 +7,11 @@
 * SDK loggers (botocore, s3fs, gcsfs, azure, urllib3, SQLAlchemy...) stay at
   ``--sdk-log-level`` (default warning) even when state-ext logs at debug: their debug
   output is thousands of lines of wire traffic, headers included.
-* structlog's dev module imports rich (about 85 ms) when it is installed, only to render
-  tracebacks prettily; our logs are plain EDK console or JSON lines, so structlog is
-  imported while rich is hidden. Configuration is applied on first use, so ``--help``
-  never pays for logging at all.
+* structlog is imported without rich (``state_ext.startup``), and configured on first
+  use, so ``--help`` never pays for logging at all.
 """
 
 from __future__ import annotations
-
-import sys
 
 from state_ext import APP_NAME
 
@@ -34,7 +30,9 @@ def configure(level: str, timestamps: bool, levels: bool, json_format: bool,
 
 
 def get_logger(name: str = APP_NAME):
-    structlog = _import_structlog()
+    from state_ext.startup import import_structlog
+
+    structlog = import_structlog()
     if _pending:
         options = dict(_pending)
         _pending.clear()
@@ -59,17 +57,3 @@ def _apply(level: str, timestamps: bool, levels: bool, json: bool, sdk_level: st
     quiet = max(numeric, parse_log_level(sdk_level))
     for name in SDK_LOGGERS:
         logging.getLogger(name).setLevel(quiet)
-
-
-def _import_structlog():
-    if "structlog" in sys.modules:
-        return sys.modules["structlog"]
-    hidden = "rich" not in sys.modules
-    if hidden:
-        sys.modules["rich"] = None  # makes `import rich` fail inside structlog.dev
-    try:
-        import structlog
-    finally:
-        if hidden:
-            del sys.modules["rich"]
-    return structlog

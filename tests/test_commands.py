@@ -176,7 +176,7 @@ def one_line_error(result, *fragments):
 
 HELP_SCRIPT = """
 import contextlib, io, json, sys
-from state_ext.main import app
+from state_ext.cli import app
 out = {}
 for name in sys.argv[1:]:
     sys.argv = ["state_extension", name, "--help"]

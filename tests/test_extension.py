@@ -229,7 +229,7 @@ def test_errors_keep_their_level_and_are_one_line(project, env, empty_store_args
 
 IMPORT_CHECK = """
 import json, sys
-from state_ext.main import app
+from state_ext.cli import app
 for argv in {argvs!r}:
     sys.argv = ["state_extension", *argv]
     try:

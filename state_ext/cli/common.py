@@ -13,16 +13,8 @@ from typing import Annotated
 
 import typer
 
-from state_ext import APP_NAME
-
-app = typer.Typer(
-    name=APP_NAME,
-    help="Read, write, copy and migrate Meltano state on every state backend.",
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    add_completion=False,
-    no_args_is_help=False,
-)
+# safety_commands still registers on this holder; the app takes its commands.
+commands = app = typer.Typer()
 
 
 class DescribeFormat(str, Enum):
@@ -62,28 +54,15 @@ def log():
 
 
 class UsageError(Exception):
-    """Wrong combination of arguments: exit 2, like click."""
+    """Wrong combination of arguments: exit 2 as click's own usage errors, in one log line.
+
+    (typer vendors its click, so click's UsageError is not public API to subclass.)"""
 
 
 @contextmanager
 def handled():
-    """Turn expected failures into one stderr line and the right exit code."""
-    from state_ext.errors import StateExtError
-
-    try:
-        yield
-    except StateExtError as exc:
-        log().error(exc.message)
-        raise typer.Exit(exc.exit_code) from None
-    except UsageError as exc:
-        log().error(str(exc))
-        raise typer.Exit(2) from None
-    except (typer.Abort, EOFError):
-        log().error("Aborted!")
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        log().error("Interrupted")
-        raise typer.Exit(130) from None
+    """Kept while safety_commands still uses it: errors are handled by the app's group."""
+    yield
 
 
 @contextmanager

@@ -14,9 +14,7 @@ from state_ext.cli.common import (
     ProjectRootOption,
     UriOption,
     UsageError,
-    app,
     confirm,
-    handled,
     log,
     out,
     read_state_input,
@@ -24,9 +22,11 @@ from state_ext.cli.common import (
     state_backend,
 )
 
+commands = typer.Typer()
+
 
 # -- state commands --------------------------------------------------------------------
-@app.command(name="list")
+@commands.command(name="list")
 def list_command(
     pattern: Annotated[str | None, typer.Option(
         help="fnmatch pattern (full match, case-sensitive), e.g. 'dev:*'.")] = None,
@@ -37,7 +37,7 @@ def list_command(
     """List state IDs, one per line (or a JSON array with --format json)."""
     from state_ext import operations
 
-    with handled(), state_backend(uri, project_root) as backend:
+    with state_backend(uri, project_root) as backend:
         ids = operations.list_ids(backend, pattern)
         if output_format is ListFormat.json:
             out(json.dumps(ids))
@@ -57,7 +57,7 @@ def _print_colored(backend, ids) -> None:
         typer.secho(state_id, fg=colour)
 
 
-@app.command()
+@commands.command()
 def get(
     state_id: Annotated[str, typer.Argument(help="State ID, e.g. dev:tap-x-to-target-y.")],
     output_format: Annotated[GetFormat, typer.Option("--format")] = GetFormat.json,
@@ -67,7 +67,7 @@ def get(
     """Print a state ID's effective state (partial merged onto completed); {} if none."""
     from state_ext import operations
 
-    with handled(), state_backend(uri, project_root) as backend:
+    with state_backend(uri, project_root) as backend:
         state = operations.effective_state(backend, state_id)
         if output_format is GetFormat.pretty:
             out(json.dumps(state, indent=2))
@@ -75,7 +75,7 @@ def get(
             out(json.dumps(state, separators=(",", ":")))
 
 
-@app.command(name="set")
+@commands.command(name="set")
 def set_command(
     state_id: Annotated[str, typer.Argument()],
     state: Annotated[str | None, typer.Argument(help="State as JSON.")] = None,
@@ -92,18 +92,17 @@ def set_command(
     from state_ext.model import parse_state_argument
     from state_ext.state_ids import validate_state_id
 
-    with handled():
-        validate_state_id(state_id)
-        text = read_state_input(state, input_file, "--input-file, STATE")
-        value = parse_state_argument(text, validate=not no_validate)
-        with state_backend(uri, project_root) as backend:
-            confirm("This will overwrite the state's current value. Continue?", force,
-                    what=f"overwrite the state of {state_id}")
-            operations.set_state(backend, state_id, value)
-        log().info(f"State for {state_id} was successfully set")
+    validate_state_id(state_id)
+    text = read_state_input(state, input_file, "--input-file, STATE")
+    value = parse_state_argument(text, validate=not no_validate)
+    with state_backend(uri, project_root) as backend:
+        confirm("This will overwrite the state's current value. Continue?", force,
+                what=f"overwrite the state of {state_id}")
+        operations.set_state(backend, state_id, value)
+    log().info(f"State for {state_id} was successfully set")
 
 
-@app.command()
+@commands.command()
 def merge(
     state_id: Annotated[str, typer.Argument()],
     state: Annotated[str | None, typer.Argument(help="State as JSON.")] = None,
@@ -119,21 +118,20 @@ def merge(
     from state_ext.model import parse_state_argument
     from state_ext.state_ids import validate_state_id
 
-    with handled():
-        validate_state_id(state_id)
-        given = [x for x in (state, input_file, from_state_id) if x is not None]
-        if len(given) != 1:
-            raise UsageError("Must provide exactly one of: --from-state-id, --input-file, STATE")
-        with state_backend(uri, project_root) as backend:
-            if from_state_id is not None:
-                operations.merge_from_state_id(backend, from_state_id, state_id)
-            else:
-                text = read_state_input(state, input_file, "--input-file, STATE")
-                operations.merge_state(backend, state_id, parse_state_argument(text, validate=True))
-        log().info(f"State for {state_id} was successfully merged")
+    validate_state_id(state_id)
+    given = [x for x in (state, input_file, from_state_id) if x is not None]
+    if len(given) != 1:
+        raise UsageError("Must provide exactly one of: --from-state-id, --input-file, STATE")
+    with state_backend(uri, project_root) as backend:
+        if from_state_id is not None:
+            operations.merge_from_state_id(backend, from_state_id, state_id)
+        else:
+            text = read_state_input(state, input_file, "--input-file, STATE")
+            operations.merge_state(backend, state_id, parse_state_argument(text, validate=True))
+    log().info(f"State for {state_id} was successfully merged")
 
 
-@app.command()
+@commands.command()
 def clear(
     state_id: Annotated[str | None, typer.Argument()] = None,
     all_states: Annotated[bool, typer.Option("--all", help="Clear every state ID.")] = False,
@@ -145,25 +143,24 @@ def clear(
     from state_ext import operations
     from state_ext.state_ids import validate_state_id
 
-    with handled():
-        if (state_id is None) == (not all_states):
-            raise UsageError("Must provide exactly one of: --all, STATE_ID")
-        if state_id is not None:
-            validate_state_id(state_id)
-        with state_backend(uri, project_root) as backend:
-            confirm("This will clear state for the job(s). Continue?", force,
-                    what="clear every state" if all_states else f"clear the state of {state_id}")
-            if all_states:
-                count = operations.clear_all(backend)
-                log().info(f"{count} state(s) were successfully cleared")
-            elif operations.clear_state(backend, state_id):
-                log().info(f"State for {state_id} was successfully cleared")
-            else:
-                log().warning(f"No state found for {state_id}; nothing to clear")
+    if (state_id is None) == (not all_states):
+        raise UsageError("Must provide exactly one of: --all, STATE_ID")
+    if state_id is not None:
+        validate_state_id(state_id)
+    with state_backend(uri, project_root) as backend:
+        confirm("This will clear state for the job(s). Continue?", force,
+                what="clear every state" if all_states else f"clear the state of {state_id}")
+        if all_states:
+            count = operations.clear_all(backend)
+            log().info(f"{count} state(s) were successfully cleared")
+        elif operations.clear_state(backend, state_id):
+            log().info(f"State for {state_id} was successfully cleared")
+        else:
+            log().warning(f"No state found for {state_id}; nothing to clear")
 
 
 
-@app.command(name="export")
+@commands.command(name="export")
 def export_command(
     pattern: Annotated[str | None, typer.Option(
         help="Only state IDs matching this fnmatch pattern.")] = None,
@@ -180,27 +177,26 @@ def export_command(
     from state_ext import exports, operations
     from state_ext.under_meltano import MELTANO_LINE_LIMIT, stdout_read_by_meltano
 
-    with handled():
-        if output is not None and output_dir is not None:
-            raise UsageError("Give at most one of --output, --output-dir")
-        with state_backend(uri, project_root) as backend:
-            states = operations.iter_export(backend, pattern)
-            if output is not None:
-                count = exports.write_file(states, output)
-                where = f" to {output}"
-            elif output_dir is not None:
-                path, count = exports.write_in_folder(states, output_dir)
-                where = f" to {path}"
-            elif stdout_read_by_meltano():
-                count = exports.write_for_meltano(states, sys.stdout, MELTANO_LINE_LIMIT)
-                where = ""
-            else:
-                count = exports.write_compact(states, sys.stdout)
-                where = ""
-        log().info(f"Exported {count} state(s){where}.")
+    if output is not None and output_dir is not None:
+        raise UsageError("Give at most one of --output, --output-dir")
+    with state_backend(uri, project_root) as backend:
+        states = operations.iter_export(backend, pattern)
+        if output is not None:
+            count = exports.write_file(states, output)
+            where = f" to {output}"
+        elif output_dir is not None:
+            path, count = exports.write_in_folder(states, output_dir)
+            where = f" to {path}"
+        elif stdout_read_by_meltano():
+            count = exports.write_for_meltano(states, sys.stdout, MELTANO_LINE_LIMIT)
+            where = ""
+        else:
+            count = exports.write_compact(states, sys.stdout)
+            where = ""
+    log().info(f"Exported {count} state(s){where}.")
 
 
-@app.command(name="import")
+@commands.command(name="import")
 def import_command(
     input_file: Annotated[Path | None, typer.Argument(
         help="Document of `meltano state export` ('-' for stdin, the default when piped)."
@@ -212,24 +208,23 @@ def import_command(
     from state_ext import operations
     from state_ext.model import parse_export_document
 
-    with handled():
-        if input_file is None:
-            if sys.stdin.isatty():
-                raise UsageError(
-                    "Missing the document to import: give its file "
-                    "(state_extension import state.json) or pipe it on standard input "
-                    "(state_extension import - < state.json)")
-            input_file = Path("-")
-        text = read_text(input_file, "INPUT_FILE")
-        states = parse_export_document(text, warn=lambda message: log().warning(message))
-        with state_backend(uri, project_root) as backend:
-            if states:
-                backend.check_writable()
-            count = operations.import_states(backend, states)
-        log().info(f"Successfully imported {count} state(s).")
+    if input_file is None:
+        if sys.stdin.isatty():
+            raise UsageError(
+                "Missing the document to import: give its file "
+                "(state_extension import state.json) or pipe it on standard input "
+                "(state_extension import - < state.json)")
+        input_file = Path("-")
+    text = read_text(input_file, "INPUT_FILE")
+    states = parse_export_document(text, warn=lambda message: log().warning(message))
+    with state_backend(uri, project_root) as backend:
+        if states:
+            backend.check_writable()
+        count = operations.import_states(backend, states)
+    log().info(f"Successfully imported {count} state(s).")
 
 
-@app.command()
+@commands.command()
 def config(
     output_format: Annotated[ListFormat, typer.Option("--format")] = ListFormat.text,
     uri: UriOption = None,
@@ -239,20 +234,19 @@ def config(
     from state_ext.settings import ProjectSettings
     from state_ext.under_meltano import setting_origin
 
-    with handled():
-        settings = ProjectSettings(project_root)
-        values = [(v, setting_origin(settings, v)) for v in settings.describe(uri)]
-        if output_format is ListFormat.json:
-            out(json.dumps({
-                "project_root": None if settings.root is None else str(settings.root),
-                "settings": {
-                    v.name: {"value": v.display_value(), "source": source, "env": v.env_var}
-                    for v, source in values
-                },
-            }, indent=2))
-            return
-        out(f"project_root: {settings.root if settings.root else '(none)'}")
-        for v, source in values:
-            shown = "(unset)" if v.value is None else v.display_value()
-            out(f"{v.name}: {shown}  [{source}; env {v.env_var}]")
+    settings = ProjectSettings(project_root)
+    values = [(v, setting_origin(settings, v)) for v in settings.describe(uri)]
+    if output_format is ListFormat.json:
+        out(json.dumps({
+            "project_root": None if settings.root is None else str(settings.root),
+            "settings": {
+                v.name: {"value": v.display_value(), "source": source, "env": v.env_var}
+                for v, source in values
+            },
+        }, indent=2))
+        return
+    out(f"project_root: {settings.root if settings.root else '(none)'}")
+    for v, source in values:
+        shown = "(unset)" if v.value is None else v.display_value()
+        out(f"{v.name}: {shown}  [{source}; env {v.env_var}]")
 

@@ -16,17 +16,17 @@ from state_ext.cli.common import (
     ToOption,
     UriOption,
     UsageError,
-    app,
     confirm,
-    handled,
     log,
     out,
     state_backend,
     validate_ids,
 )
 
+commands = typer.Typer()
 
-@app.command()
+
+@commands.command()
 def copy(
     src_state_id: Annotated[str, typer.Argument()],
     dst_state_id: Annotated[str | None, typer.Argument(
@@ -37,13 +37,12 @@ def copy(
     project_root: ProjectRootOption = None,
 ) -> None:
     """Copy a state ID's state (both halves, exactly) to another state ID or backend."""
-    with handled():
-        dst_state_id = _destination_id(src_state_id, dst_state_id, to)
-        _copy_or_move(src_state_id, dst_state_id, to, force, uri, project_root, move=False)
-        log().info(f"State for {dst_state_id} was successfully copied from {src_state_id}")
+    dst_state_id = _destination_id(src_state_id, dst_state_id, to)
+    _copy_or_move(src_state_id, dst_state_id, to, force, uri, project_root, move=False)
+    log().info(f"State for {dst_state_id} was successfully copied from {src_state_id}")
 
 
-@app.command()
+@commands.command()
 def move(
     src_state_id: Annotated[str, typer.Argument()],
     dst_state_id: Annotated[str | None, typer.Argument(
@@ -54,10 +53,9 @@ def move(
     project_root: ProjectRootOption = None,
 ) -> None:
     """Move a state ID's state to another state ID or backend (copy, verify, then clear)."""
-    with handled():
-        dst_state_id = _destination_id(src_state_id, dst_state_id, to)
-        _copy_or_move(src_state_id, dst_state_id, to, force, uri, project_root, move=True)
-        log().info(f"State for {src_state_id} was successfully moved to {dst_state_id}")
+    dst_state_id = _destination_id(src_state_id, dst_state_id, to)
+    _copy_or_move(src_state_id, dst_state_id, to, force, uri, project_root, move=True)
+    log().info(f"State for {src_state_id} was successfully moved to {dst_state_id}")
 
 
 def _destination_id(src_state_id: str, dst_state_id: str | None, to: str | None) -> str:
@@ -109,7 +107,7 @@ MIGRATE_SETTINGS = {
 }
 
 
-@app.command()
+@commands.command()
 def migrate(
     to: Annotated[str | None, typer.Option(
         "--to", help="Destination backend URI (plugin setting migrate_to).")] = None,
@@ -142,31 +140,30 @@ def migrate(
     """Move all state from one backend to another: exact, locked, verified, resumable."""
     from state_ext.transfer import ensure_distinct, transfer
 
-    with handled():
-        to = to or _setting("to", str)
-        from_uri = from_uri or _setting("from_uri", str)
-        pattern = pattern or _setting("pattern", str)
-        on_conflict = on_conflict or _setting("on_conflict", OnConflict) or OnConflict.fail
-        if delete_source is None:
-            delete_source = bool(_setting("delete_source", _boolean))
-        concurrency = concurrency or _setting("concurrency", _concurrency) or 64
-        if not to:
-            raise UsageError("Missing --to URI (or the plugin setting migrate_to, "
-                             "STATE_EXT_MIGRATE_TO)")
-        with (
-            state_backend(from_uri, project_root) as source,
-            state_backend(to, project_root) as dest,
-        ):
-            ensure_distinct(source, dest)
-            log().info("migrating state", source=source.label, destination=dest.label,
-                        dry_run=dry_run)
-            with _progress_bar() as progress:
-                report = transfer(source, dest, pattern=pattern, on_conflict=on_conflict.value,
-                                  dry_run=dry_run, delete_source=delete_source,
-                                  concurrency=concurrency, progress=progress)
-        _render_transfer(report, output_format)
-        if not report.ok:
-            raise typer.Exit(1)
+    to = to or _setting("to", str)
+    from_uri = from_uri or _setting("from_uri", str)
+    pattern = pattern or _setting("pattern", str)
+    on_conflict = on_conflict or _setting("on_conflict", OnConflict) or OnConflict.fail
+    if delete_source is None:
+        delete_source = bool(_setting("delete_source", _boolean))
+    concurrency = concurrency or _setting("concurrency", _concurrency) or 64
+    if not to:
+        raise UsageError("Missing --to URI (or the plugin setting migrate_to, "
+                         "STATE_EXT_MIGRATE_TO)")
+    with (
+        state_backend(from_uri, project_root) as source,
+        state_backend(to, project_root) as dest,
+    ):
+        ensure_distinct(source, dest)
+        log().info("migrating state", source=source.label, destination=dest.label,
+                    dry_run=dry_run)
+        with _progress_bar() as progress:
+            report = transfer(source, dest, pattern=pattern, on_conflict=on_conflict.value,
+                              dry_run=dry_run, delete_source=delete_source,
+                              concurrency=concurrency, progress=progress)
+    _render_transfer(report, output_format)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def _setting(name: str, parse):
@@ -206,21 +203,28 @@ def _concurrency(value: str) -> int:
 
 @contextmanager
 def _progress_bar():
-    """A one-line progress display on stderr, only when stderr is a terminal."""
+    """A progress bar per phase (plan, write) on stderr, only when stderr is a terminal."""
     if not sys.stderr.isatty():
         yield None
         return
+    bars: dict[str, object] = {}
+    shown: dict[str, int] = {}
 
     def show(phase: str, done: int, total: int) -> None:
-        width = 30
-        filled = width * done // total if total else width
-        sys.stderr.write(f"\r{phase:>6} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        sys.stderr.flush()
+        if phase not in bars:
+            for bar in bars.values():
+                bar.render_finish()
+            bars[phase] = typer.progressbar(
+                length=total, label=phase, file=sys.stderr, show_pos=True, show_eta=False,
+                bar_template="%(label)s [%(bar)s] %(info)s")
+        bars[phase].update(done - shown.get(phase, 0))
+        shown[phase] = done
 
     try:
         yield show
     finally:
-        sys.stderr.write("\n")
+        for bar in bars.values():
+            bar.render_finish()
 
 
 SHOWN = 20  # failures listed one per line; the rest are counted
@@ -263,7 +267,7 @@ def _render_transfer(report, output_format: ListFormat) -> None:
                      + (f" and {more} more" if more > 0 else ""))
 
 
-@app.command()
+@commands.command()
 def diff(
     to: Annotated[str, typer.Option("--to", help="The backend URI to compare with.")],
     pattern: Annotated[str | None, typer.Option(help="Only state IDs matching this.")] = None,
@@ -274,22 +278,21 @@ def diff(
     """Compare two backends: IDs missing on either side, IDs whose state differs. Exit 1 if any."""
     from state_ext.transfer import diff as compare
 
-    with handled():
-        with state_backend(uri, project_root) as source, state_backend(to, project_root) as dest:
-            report = compare(source, dest, pattern)
-        if output_format is ListFormat.json:
-            out(json.dumps(report.to_dict(), indent=2))
-        else:
-            for marker, ids in (("<", report.only_in_source), (">", report.only_in_destination),
-                                ("!", report.different)):
-                for state_id in ids:
-                    out(f"{marker} {state_id}")
-        log().info(
-            f"only in source {len(report.only_in_source)}, only in destination "
-            f"{len(report.only_in_destination)}, different {len(report.different)}, "
-            f"identical {report.identical}"
-        )
-        if not report.same:
-            raise typer.Exit(1)
+    with state_backend(uri, project_root) as source, state_backend(to, project_root) as dest:
+        report = compare(source, dest, pattern)
+    if output_format is ListFormat.json:
+        out(json.dumps(report.to_dict(), indent=2))
+    else:
+        for marker, ids in (("<", report.only_in_source), (">", report.only_in_destination),
+                            ("!", report.different)):
+            for state_id in ids:
+                out(f"{marker} {state_id}")
+    log().info(
+        f"only in source {len(report.only_in_source)}, only in destination "
+        f"{len(report.only_in_destination)}, different {len(report.different)}, "
+        f"identical {report.identical}"
+    )
+    if not report.same:
+        raise typer.Exit(1)
 
 
