@@ -1,17 +1,14 @@
 """What each state command does, in terms of the backend interface only.
 
 Semantics follow ``meltano state`` (see the README for the few deliberate differences):
-``set`` replaces both halves, ``merge`` deep-merges into ``partial``, ``copy``/``move``
-carry the envelope exactly (both halves), ``export``/``import`` use the document of
-``meltano state export``.
+``set`` replaces both halves, ``merge`` deep-merges into ``partial``, ``import`` overwrites
+each state of a ``meltano state export`` document. ``copy``/``move`` go through the transfer
+engine (``state_ext.transfer``), the export document through ``state_ext.exports``.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 from collections.abc import Iterator
-from typing import IO
 
 from state_ext.backends.base import StateBackend
 from state_ext.errors import InvalidInputError
@@ -59,62 +56,10 @@ def merge_from_state_id(backend: StateBackend, src_id: str, dst_id: str) -> Enve
     return merge_state(backend, dst_id, source)
 
 
-def clear_state(backend: StateBackend, state_id: str) -> bool:
-    return backend.delete(validate_state_id(state_id))
-
-
-def clear_all(backend: StateBackend) -> int:
-    return backend.delete_many(backend.list_ids())
-
-
-def copy_state(src: StateBackend, src_id: str, dst: StateBackend, dst_id: str) -> Envelope:
-    """Copy the envelope exactly (Meltano flattens it into ``completed``)."""
-    validate_state_id(dst_id)
-    envelope = src.get(validate_state_id(src_id))
-    if envelope is None:
-        raise InvalidInputError(f"No state found for state ID {src_id!r}")
-    dst.put(dst_id, envelope)
-    return envelope
-
-
-def move_state(src: StateBackend, src_id: str, dst: StateBackend, dst_id: str) -> None:
-    """Copy, read back to verify, then delete the source."""
-    envelope = copy_state(src, src_id, dst, dst_id)
-    written = dst.get(dst_id)
-    if written is None or written.canonical() != envelope.canonical():
-        raise InvalidInputError(
-            f"State {dst_id!r} did not read back as written; source {src_id!r} kept"
-        )
-    if src is dst and src_id == dst_id:
-        return
-    src.delete(src_id)
-
-
 def iter_export(
     backend: StateBackend, pattern: str | None = None
 ) -> Iterator[tuple[str, Envelope]]:
     return backend.iter_all(pattern)
-
-
-def write_export(states: Iterator[tuple[str, Envelope]], out: IO[str]) -> int:
-    """Stream ``meltano state export``'s document: compact JSON, one trailing newline.
-
-    States are read and encoded a thousand at a time, in one call of the C encoder
-    each, which is what makes a big export fast. Nothing is written before the first
-    thousand are read, so a store that cannot be read (or a small one with a corrupt
-    state) leaves stdout empty; a failure further on ends the command non-zero.
-    """
-    compact = json.JSONEncoder(separators=(",", ":")).encode
-    states = iter(states)
-    count = 0
-    while True:
-        batch = {i: e.to_dict() for i, e in itertools.islice(states, 1000)}
-        if not batch:
-            break
-        out.write(("," if count else "{") + compact(batch)[1:-1])
-        count += len(batch)
-    out.write(("}" if count else "{}") + "\n")
-    return count
 
 
 def import_states(backend: StateBackend, states: dict[str, Envelope]) -> int:

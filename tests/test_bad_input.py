@@ -95,12 +95,14 @@ def snapshot(ctx: Ctx):
     """Every folder and every file's bytes under the project, and the SQLite state rows.
 
     SQLite's -shm file is left out: it is a shared-memory index that readers update, and
-    it holds no data (that is in the database and its -wal file, which do count).
+    it holds no data (that is in the database and its -wal file, which do count). So is
+    the safety-snapshot folder: a command that deletes or overwrites snapshots what it is
+    about to change before it tries, and that copy may stay when the write then fails.
     """
     tree = {}
     for path in sorted(ctx.root.rglob("*")):
         rel = path.relative_to(ctx.root).as_posix()
-        if rel.endswith(".db-shm"):
+        if rel.endswith(".db-shm") or rel == ".meltano" or rel.startswith(".meltano/state-ext"):
             continue
         if path.is_dir() and not path.is_symlink():
             tree[rel + "/"] = None

@@ -45,6 +45,9 @@ ProjectRootOption = Annotated[
                  "else the nearest meltano.yml upward)."),
 ]
 ForceOption = Annotated[bool, typer.Option("--force", help="Do not ask for confirmation.")]
+NoSnapshotOption = Annotated[bool, typer.Option(
+    "--no-snapshot", help="Do not take the safety snapshot of what this command overwrites or "
+    "deletes (setting auto_snapshot: false turns it off everywhere).")]
 
 
 def log():
@@ -77,6 +80,32 @@ def state_backend(uri: str | None, project_root: Path | None):
         yield backend
     finally:
         backend.close()
+
+
+def safety_snapshot(backend, project_root: Path | None, *, label: str,
+                    ids: list[str] | None = None, pattern: str | None = None,
+                    no_snapshot: bool = False) -> str:
+    """Snapshot exactly what a command is about to overwrite or delete, before it writes.
+
+    Returns the words a command's summary ends with (naming the snapshot and its undo), or
+    "" when disabled. Outside a Meltano project, with no ``snapshot_uri``, there is nowhere
+    to keep it: the command goes on and says so.
+    """
+    from state_ext.settings import ProjectSettings
+    from state_ext.snapshot_stores import snapshot_uri
+    from state_ext.snapshots import auto_snapshot, auto_snapshot_enabled
+
+    settings = ProjectSettings(project_root)
+    if not auto_snapshot_enabled(settings, no_snapshot):
+        return ""
+    if snapshot_uri(settings)[0] is None:
+        log().warning("No safety snapshot: no Meltano project and no snapshot_uri "
+                      "(STATE_EXT_SNAPSHOT_URI) to keep it in")
+        return ""
+    info = auto_snapshot(backend, settings, label=label, ids=ids, pattern=pattern)
+    if info is None:
+        return ""
+    return f"; safety snapshot {info.name} (undo: state_extension restore {info.name})"
 
 
 def confirm(prompt: str, force: bool, *, what: str) -> None:

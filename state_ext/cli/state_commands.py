@@ -11,6 +11,7 @@ from state_ext.cli.common import (
     ForceOption,
     GetFormat,
     ListFormat,
+    NoSnapshotOption,
     ProjectRootOption,
     UriOption,
     UsageError,
@@ -19,6 +20,7 @@ from state_ext.cli.common import (
     out,
     read_state_input,
     read_text,
+    safety_snapshot,
     state_backend,
 )
 
@@ -136,11 +138,11 @@ def clear(
     state_id: Annotated[str | None, typer.Argument()] = None,
     all_states: Annotated[bool, typer.Option("--all", help="Clear every state ID.")] = False,
     force: ForceOption = False,
+    no_snapshot: NoSnapshotOption = False,
     uri: UriOption = None,
     project_root: ProjectRootOption = None,
 ) -> None:
-    """Delete a state ID's state, or every state with --all."""
-    from state_ext import operations
+    """Delete a state ID's state, or every state with --all (after a safety snapshot)."""
     from state_ext.state_ids import validate_state_id
 
     if (state_id is None) == (not all_states):
@@ -150,13 +152,18 @@ def clear(
     with state_backend(uri, project_root) as backend:
         confirm("This will clear state for the job(s). Continue?", force,
                 what="clear every state" if all_states else f"clear the state of {state_id}")
-        if all_states:
-            count = operations.clear_all(backend)
-            log().info(f"{count} state(s) were successfully cleared")
-        elif operations.clear_state(backend, state_id):
-            log().info(f"State for {state_id} was successfully cleared")
-        else:
+        ids = backend.list_ids() if all_states else [
+            i for i in [state_id] if backend.get(i) is not None]
+        if not ids and not all_states:
             log().warning(f"No state found for {state_id}; nothing to clear")
+            return
+        undo = safety_snapshot(backend, project_root, label="clear", ids=ids,
+                               no_snapshot=no_snapshot)
+        count = backend.delete_many(ids)
+    if all_states:
+        log().info(f"{count} state(s) were successfully cleared{undo}")
+    else:
+        log().info(f"State for {state_id} was successfully cleared{undo}")
 
 
 
@@ -201,6 +208,7 @@ def import_command(
     input_file: Annotated[Path | None, typer.Argument(
         help="Document of `meltano state export` ('-' for stdin, the default when piped)."
     )] = None,
+    no_snapshot: NoSnapshotOption = False,
     uri: UriOption = None,
     project_root: ProjectRootOption = None,
 ) -> None:
@@ -218,10 +226,13 @@ def import_command(
     text = read_text(input_file, "INPUT_FILE")
     states = parse_export_document(text, warn=lambda message: log().warning(message))
     with state_backend(uri, project_root) as backend:
+        undo = ""
         if states:
             backend.check_writable()
+            undo = safety_snapshot(backend, project_root, label="import", ids=list(states),
+                                   no_snapshot=no_snapshot)
         count = operations.import_states(backend, states)
-    log().info(f"Successfully imported {count} state(s).")
+    log().info(f"Successfully imported {count} state(s){undo}.")
 
 
 @commands.command()

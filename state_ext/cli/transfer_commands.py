@@ -11,6 +11,7 @@ import typer
 from state_ext.cli.common import (
     ForceOption,
     ListFormat,
+    NoSnapshotOption,
     OnConflict,
     ProjectRootOption,
     ToOption,
@@ -19,6 +20,7 @@ from state_ext.cli.common import (
     confirm,
     log,
     out,
+    safety_snapshot,
     state_backend,
     validate_ids,
 )
@@ -49,13 +51,15 @@ def move(
         help="Destination state ID (default: SRC_STATE_ID, with --to).")] = None,
     to: ToOption = None,
     force: ForceOption = False,
+    no_snapshot: NoSnapshotOption = False,
     uri: UriOption = None,
     project_root: ProjectRootOption = None,
 ) -> None:
     """Move a state ID's state to another state ID or backend (copy, verify, then clear)."""
     dst_state_id = _destination_id(src_state_id, dst_state_id, to)
-    _copy_or_move(src_state_id, dst_state_id, to, force, uri, project_root, move=True)
-    log().info(f"State for {src_state_id} was successfully moved to {dst_state_id}")
+    undo = _copy_or_move(src_state_id, dst_state_id, to, force, uri, project_root, move=True,
+                         no_snapshot=no_snapshot)
+    log().info(f"State for {src_state_id} was successfully moved to {dst_state_id}{undo}")
 
 
 def _destination_id(src_state_id: str, dst_state_id: str | None, to: str | None) -> str:
@@ -67,34 +71,48 @@ def _destination_id(src_state_id: str, dst_state_id: str | None, to: str | None)
     return dst_state_id
 
 
-def _copy_or_move(src_id, dst_id, to, force, uri, project_root, *, move: bool) -> None:
-    from state_ext import operations
+def _copy_or_move(src_id, dst_id, to, force, uri, project_root, *, move: bool,
+                  no_snapshot: bool = False) -> str:
+    """Both through migrate's engine (locked, verified writes; the source deleted only once
+    its copy verified), within one backend or onto another (``--to``). A move takes a
+    safety snapshot of what it deletes or overwrites first; returns its summary words."""
     from state_ext.errors import BackendError, InvalidInputError
+    from state_ext.transfer import ensure_distinct, transfer
 
-    with state_backend(uri, project_root) as source:
-        if to is None:
-            confirm("This will overwrite state for the destination. Continue?", force,
-                    what=f"{'move' if move else 'copy'} state onto {dst_id}")
-            if move:
-                operations.move_state(source, src_id, source, dst_id)
-            else:
-                operations.copy_state(source, src_id, source, dst_id)
-            return
-        from state_ext.transfer import ensure_distinct, transfer
+    with state_backend(uri, project_root) as source, _other(to, project_root, source) as dest:
+        if dest is not source:
+            ensure_distinct(source, dest)
+        if source.get(src_id) is None:
+            raise InvalidInputError(f"No state found for state ID {src_id!r}")
+        confirm("This will overwrite state for the destination. Continue?", force,
+                what=f"{'move' if move else 'copy'} state onto {dst_id}")
+        if dest is source and src_id == dst_id:
+            return ""  # onto itself: nothing to copy, and the source must stay
+        undo = ""
+        if move:
+            same = [dst_id] if dest is source else []
+            undo = safety_snapshot(source, project_root, label="move", ids=[src_id, *same],
+                                   no_snapshot=no_snapshot)
+            if dest is not source and dest.get(dst_id) is not None:
+                undo += safety_snapshot(dest, project_root, label="move", ids=[dst_id],
+                                        no_snapshot=no_snapshot)
+        report = transfer(source, dest, [(src_id, dst_id)], on_conflict="overwrite",
+                          delete_source=move)
+        problems = {**report.failed, **dict.fromkeys(report.mismatched, "did not verify")}
+        if problems:
+            state_id, reason = next(iter(problems.items()))
+            raise BackendError(f"State {state_id!r}: {reason}")
+    return undo
 
-        with state_backend(to, project_root) as destination:
-            ensure_distinct(source, destination)
-            if source.get(src_id) is None:
-                raise InvalidInputError(f"No state found for state ID {src_id!r}")
-            confirm("This will overwrite state for the destination. Continue?", force,
-                    what=f"{'move' if move else 'copy'} state onto {dst_id}")
-            report = transfer(source, destination, [(src_id, dst_id)],
-                              on_conflict="overwrite", delete_source=move)
-            problems = {**report.failed, **dict.fromkeys(report.mismatched, "did not verify")}
-            if problems:
-                state_id, reason = next(iter(problems.items()))
-                raise BackendError(f"State {state_id!r}: {reason}")
 
+@contextmanager
+def _other(to: str | None, project_root, source):
+    """The destination backend: ``--to``'s, or the source itself."""
+    if to is None:
+        yield source
+        return
+    with state_backend(to, project_root) as dest:
+        yield dest
 
 
 # Plugin settings that `meltano invoke` passes as STATE_EXT_<NAME>; an option given on the
@@ -135,9 +153,12 @@ def migrate(
              "64; file:// uses at most 4 threads).")] = None,
     output_format: Annotated[ListFormat, typer.Option(
         "--format", help="json prints the report on stdout.")] = ListFormat.text,
+    no_snapshot: NoSnapshotOption = False,
     project_root: ProjectRootOption = None,
 ) -> None:
-    """Move all state from one backend to another: exact, locked, verified, resumable."""
+    """Move all state from one backend to another: exact, locked, verified, resumable.
+
+    With --delete-source, a safety snapshot of the source's states is taken first."""
     from state_ext.transfer import ensure_distinct, transfer
 
     to = to or _setting("to", str)
@@ -157,11 +178,15 @@ def migrate(
         ensure_distinct(source, dest)
         log().info("migrating state", source=source.label, destination=dest.label,
                     dry_run=dry_run)
+        undo = ""
+        if delete_source and not dry_run:
+            undo = safety_snapshot(source, project_root, label="migrate",
+                                   pattern=pattern, no_snapshot=no_snapshot)
         with _progress_bar() as progress:
             report = transfer(source, dest, pattern=pattern, on_conflict=on_conflict.value,
                               dry_run=dry_run, delete_source=delete_source,
                               concurrency=concurrency, progress=progress)
-    _render_transfer(report, output_format)
+    _render_transfer(report, output_format, undo)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -230,7 +255,7 @@ def _progress_bar():
 SHOWN = 20  # failures listed one per line; the rest are counted
 
 
-def _render_transfer(report, output_format: ListFormat) -> None:
+def _render_transfer(report, output_format: ListFormat, undo: str = "") -> None:
     if output_format is ListFormat.json:
         out(json.dumps(report.to_dict(), indent=2))
     logger = log()
@@ -248,7 +273,7 @@ def _render_transfer(report, output_format: ListFormat) -> None:
             f"{report.total} state(s): copied {report.copied}, overwrote {report.overwritten}, "
             f"{counts}, failed {len(report.failed)}, mismatched {len(report.mismatched)}, "
             f"deleted from source {report.deleted_from_source}; "
-            f"{report.elapsed_seconds:.2f} s" + (f", {rate} states/s" if rate else "")
+            f"{report.elapsed_seconds:.2f} s" + (f", {rate} states/s" if rate else "") + undo
         )
     if report.conflicts:
         shown = ", ".join(report.conflicts[:10]) + (
