@@ -26,6 +26,7 @@ from state_ext.cli import (
     edk_commands,
     safety_commands,  # noqa: F401 - registers on common.commands for now
     state_commands,
+    stream_commands,
     transfer_commands,
 )
 from state_ext.cli.common import UsageError, log
@@ -65,7 +66,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=False,
 )
-for _module in (edk_commands, state_commands, transfer_commands, common):
+for _module in (edk_commands, state_commands, transfer_commands, stream_commands, common):
     app.registered_commands += _module.commands.registered_commands
     app.registered_groups += _module.commands.registered_groups
 

@@ -1,0 +1,235 @@
+"""Stream-level commands: see (``streams``), reset and rewind (``bookmark``) one stream's
+bookmark without touching the others, and ``check`` a whole store's health.
+
+``meltano run --full-refresh`` clears every stream of a state ID and moving ``start_date``
+back does not rewind a bookmark, so users edit state JSON by hand; these commands do it
+under the ID's lock, after showing the change and a safety snapshot. What the layout is
+and how both halves are changed is in ``state_ext.streams``; the check rules in
+``state_ext.health``.
+"""
+
+import json
+from typing import Annotated
+
+import typer
+
+from state_ext.cli.common import (
+    ForceOption,
+    ListFormat,
+    NoSnapshotOption,
+    ProjectRootOption,
+    UriOption,
+    UsageError,
+    confirm,
+    log,
+    out,
+    safety_snapshot,
+    state_backend,
+)
+
+commands = typer.Typer()
+
+StateIdArgument = Annotated[str, typer.Argument(help="State ID, e.g. dev:tap-x-to-target-y.")]
+PartitionOption = Annotated[str | None, typer.Option(
+    "--partition", help="Only the partition whose context is this JSON object, "
+    "e.g. '{\"account_id\": 1}'.")]
+DryRunOption = Annotated[bool, typer.Option(
+    "--dry-run", help="Only show the change; write nothing.")]
+FormatOption = Annotated[ListFormat, typer.Option("--format")]
+
+
+@commands.command()
+def streams(
+    state_id: StateIdArgument,
+    output_format: FormatOption = ListFormat.text,
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """One row per stream of the effective state: bookmark, partitions, in-flight markers,
+    and the half (completed or partial) its value comes from."""
+    from state_ext import streams as layout
+    from state_ext.errors import InvalidInputError
+    from state_ext.state_ids import validate_state_id
+
+    validate_state_id(state_id)
+    with state_backend(uri, project_root) as backend:
+        envelope = backend.get(state_id)
+    if envelope is None:
+        raise InvalidInputError(f"No state found for state ID {state_id!r}")
+    found, opaque = layout.rows(envelope)
+    if output_format is ListFormat.json:
+        out(json.dumps({"state_id": state_id, "streams": [r.to_dict() for r in found],
+                        "other_keys": opaque}))
+        return
+    table = [("stream", "replication_key", "replication_key_value", "partitions",
+              "in_flight", "from", "other_keys")]
+    for row in found:
+        table.append((row.stream, _cell(row.replication_key), _cell(row.replication_key_value),
+                      str(len(row.partitions)), ",".join(row.in_flight) or "-", row.source,
+                      layout.compact(row.other) if row.other else "-"))
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
+    lines = ["  ".join([*(c.ljust(w) for c, w in zip(line, widths)), line[-1]]).rstrip()
+             for line in table] if found else []
+    lines += [f"singer_state.{key}: {layout.compact(value)}" if key != "(state)"
+              else f"(no singer_state): {layout.compact(value)}" for key, value in opaque.items()]
+    if not lines:
+        log().info(f"No streams in the state of {state_id}")
+        return
+    out("\n".join(lines))
+
+
+def _cell(value) -> str:
+    from state_ext.streams import shown
+
+    return "-" if value is None else shown(value)
+
+
+@commands.command()
+def reset(
+    state_id: StateIdArgument,
+    stream_names: Annotated[list[str] | None, typer.Argument(
+        metavar="STREAM...", help="The streams whose bookmarks to remove.")] = None,
+    all_streams: Annotated[bool, typer.Option(
+        "--all-streams", help="Every stream's bookmark (other singer_state keys are kept).")
+    ] = False,
+    partition: PartitionOption = None,
+    dry_run: DryRunOption = False,
+    force: ForceOption = False,
+    no_snapshot: NoSnapshotOption = False,
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Remove streams' (or one partition's) bookmarks from both halves, so the next run
+    extracts them from start_date while the other streams continue incrementally."""
+    from state_ext import streams as layout
+
+    if bool(stream_names) == all_streams:
+        raise UsageError("Give the streams to reset, or --all-streams (not both)")
+    context = layout.parse_partition(partition)
+
+    def plan(envelope):
+        names = stream_names or []
+        if all_streams:
+            names = list(layout.stream_marks(envelope.effective())) if envelope else []
+        names = layout.require_streams(state_id, envelope, names)
+        if context is not None:
+            marks = layout.stream_marks(envelope.effective())
+            for name in names:
+                layout.find_partition(state_id, name, marks[name], context)
+        return names, layout.reset(envelope, names, context)
+
+    _surgery(state_id, plan, "reset", dry_run, force, no_snapshot, uri, project_root,
+             lambda names: f"reset {len(names)} stream bookmark(s) of {state_id}: "
+                           + ", ".join(names))
+
+
+@commands.command()
+def bookmark(
+    state_id: StateIdArgument,
+    stream: Annotated[str, typer.Argument(help="The stream whose bookmark to set.")],
+    value: Annotated[str, typer.Option(
+        "--value", help="The new replication_key_value (same type as the current one).")],
+    key: Annotated[str | None, typer.Option(
+        "--key", help="Also set replication_key (needed when the bookmark has none).")] = None,
+    partition: PartitionOption = None,
+    any_type: Annotated[bool, typer.Option(
+        "--any-type", help="Allow a value of another type than the current one "
+        "(a JSON number becomes a number, anything else a string).")] = False,
+    dry_run: DryRunOption = False,
+    force: ForceOption = False,
+    no_snapshot: NoSnapshotOption = False,
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Set a stream's (or one partition's) replication_key_value: rewind it for a backfill
+    or move it ahead; the next run starts from that value."""
+    from state_ext import streams as layout
+    from state_ext.errors import InvalidInputError
+
+    context = layout.parse_partition(partition)
+
+    def plan(envelope):
+        layout.require_streams(state_id, envelope, [stream])
+        mark = layout.stream_marks(envelope.effective())[stream]
+        parts = mark.get("partitions")
+        target = mark
+        if context is not None:
+            target = parts[layout.find_partition(state_id, stream, mark, context)]
+        elif isinstance(parts, list) and parts and "replication_key_value" not in mark:
+            raise InvalidInputError(
+                f"Stream {stream!r} of state {state_id!r} has {len(parts)} partition(s): "
+                "give --partition with the context of one")
+        if key is None and "replication_key" not in target:
+            raise InvalidInputError(
+                f"Stream {stream!r} of state {state_id!r} has no replication_key: give --key")
+        new = layout.coerce_value(value, target.get("replication_key_value"), any_type)
+        return [stream], layout.set_value(state_id, envelope, stream, new, key, context)
+
+    _surgery(state_id, plan, "bookmark", dry_run, force, no_snapshot, uri, project_root,
+             lambda names: f"set the bookmark of stream {stream!r} of {state_id}")
+
+
+def _surgery(state_id, plan, label, dry_run, force, no_snapshot, uri, project_root,
+             describe) -> None:
+    """Show the change ``plan`` makes, ask, snapshot, then make it again under the lock
+    (on what the store holds then, so a run that wrote meanwhile is not undone)."""
+    from state_ext.state_ids import validate_state_id
+
+    validate_state_id(state_id)
+    with state_backend(uri, project_root) as backend:
+        before = backend.get(state_id)
+        names, after = plan(before)
+        lines = _stream_changes(state_id, before, after, names)
+        if not lines:
+            log().info(f"Nothing to change: {describe(names)} would leave it as it is")
+            return
+        out("\n".join(lines))
+        if dry_run:
+            log().info("Dry run: nothing was written.")
+            return
+        confirm(f"This will {describe(names)}. Continue?", force, what=describe(names))
+        undo = safety_snapshot(backend, project_root, label=label, ids=[state_id],
+                               no_snapshot=no_snapshot)
+        backend.update(state_id, lambda current: plan(current)[1])
+    log().info(f"Done: {describe(names)}{undo}")
+
+
+def _stream_changes(state_id, before, after, names) -> list[str]:
+    from state_ext.streams import change_lines
+
+    return change_lines(state_id, before, after, names)
+
+
+@commands.command()
+def check(
+    pattern: Annotated[str | None, typer.Option(
+        help="Only state IDs matching this fnmatch pattern, e.g. 'prod:*'.")] = None,
+    max_age: Annotated[str | None, typer.Option(
+        "--max-age", help="Warn about timestamp bookmarks older than this (36h, 7d, 1d12h): "
+        "pipelines that stopped moving.")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Fail (exit 1) on warnings too.")] = False,
+    output_format: FormatOption = ListFormat.text,
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Check every state: readable, Meltano's envelope and singer_state, the Singer SDK's
+    bookmark shape, no in-flight markers in completed state, no bookmark in the future
+    (nor older than --max-age). Errors exit 1; warnings too with --strict."""
+    from state_ext import health
+
+    age = None if max_age is None else health.parse_duration(max_age)
+    with state_backend(uri, project_root) as backend:
+        count, findings = health.run_check(backend, pattern, age)
+    errors = sum(1 for f in findings if f.severity == health.ERROR)
+    warnings = len(findings) - errors
+    failed = errors > 0 or (strict and warnings > 0)
+    if output_format is ListFormat.json:
+        out(json.dumps({"checked": count, "errors": errors, "warnings": warnings,
+                        "ok": not failed, "findings": [f.to_dict() for f in findings]}))
+    elif findings:
+        out("\n".join(f.line() for f in findings))
+    summary = f"check: {count} state(s), {errors} error(s), {warnings} warning(s)"
+    if failed:
+        raise health.CheckFailed(summary)
+    log().info(summary)

@@ -1,0 +1,256 @@
+"""``check``: is every state of a store one that Meltano can hand to its tap, and sane?
+
+Wired as the plugin's ``test`` command (``meltano test state-ext``), so it runs in CI or
+before a pipeline. Each rule gives findings of one severity; errors fail the check,
+warnings only with ``--strict``:
+
+======================  ========  =================================================================
+rule                    severity  finding
+======================  ========  =================================================================
+``unreadable``          error     the state cannot be read (corrupt JSON, a half that is no object)
+``null-half``           error     a half is ``null``: Meltano crashes reading it
+``no-singer-state``     error     the effective state has no top-level ``singer_state``
+``singer-state-type``   error     ``singer_state`` is not an object
+``bookmark-shape``      error     ``bookmarks``, a stream's bookmark or a partition is not of the SDK's
+                                  shape (object, ``partitions`` a list of objects with ``context``)
+``value-type``          error     ``replication_key_value`` is an object or an array
+``future``              error     a timestamp bookmark is later than now (plus a minute of skew):
+                                  the tap would skip every record until then
+``empty``               warning   no bookmarks at all: the next run extracts everything
+``in-flight``           warning   ``progress_markers``, ``replication_key_signpost`` or
+                                  ``starting_replication_value`` in the completed half: a run
+                                  was interrupted or its tap did not finalise its state
+``no-replication-key``  warning   a ``replication_key_value`` without its ``replication_key``
+``stale``               warning   with ``--max-age``: a timestamp bookmark older than that
+======================  ========  =================================================================
+
+Other layouts (legacy taps' ``currently_syncing``, ``version``, log positions, bookmarks
+of their own keys) are never findings. A state that cannot be read is one finding, never
+the end of the check: reads go in batches, and a failed batch is split until the bad
+state is read alone (``read_all``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from state_ext.errors import InvalidInputError, StateExtError
+from state_ext.guard import order_key
+from state_ext.model import Envelope
+from state_ext.streams import IN_FLIGHT, compact, shown
+
+ERROR, WARNING = "error", "warning"
+SKEW = timedelta(minutes=1)
+_UNSET = object()
+
+
+@dataclass
+class Finding:
+    state_id: str
+    severity: str
+    rule: str
+    message: str
+    stream: str | None = None
+    partition: Any = None
+    value: Any = _UNSET
+
+    def line(self) -> str:
+        where = self.state_id
+        if self.stream is not None:
+            where += f": stream {self.stream!r}"
+        if self.partition is not None:
+            where += f" partition {compact(self.partition)}"
+        text = f"{self.severity}: {where}: {self.rule}: {self.message}"
+        return text if self.value is _UNSET else f"{text}: {shown(self.value)}"
+
+    def to_dict(self) -> dict:
+        return {"state_id": self.state_id, "stream": self.stream, "partition": self.partition,
+                "severity": self.severity, "rule": self.rule, "message": self.message,
+                "value": None if self.value is _UNSET else self.value}
+
+
+class CheckFailed(StateExtError):
+    """The check found errors (or warnings, with --strict): exit 1, after the findings."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """``--max-age``: ``90s``, ``30m``, ``12h``, ``7d``, ``2w``, or sums such as ``1d12h``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", text.strip().lower())
+    if not parts or "".join(n + u for n, u in parts) != text.strip().lower():
+        raise InvalidInputError(
+            f"Invalid value for --max-age: {text!r} (use a duration such as 36h, 7d or 1d12h)")
+    return timedelta(seconds=sum(float(n) * units[u] for n, u in parts))
+
+
+# -- reading the whole store -------------------------------------------------------------
+def read_all(backend, pattern: str | None) -> Iterator[tuple[str, Envelope | None, str | None,
+                                                             list[str]]]:
+    """Every state as ``(id, envelope, error, notes)``: ``error`` when it cannot be read,
+    ``notes`` the warnings the backend gave while reading it (a null half).
+
+    ``iter_all`` first (one query, or concurrent batches); if a state breaks it, the IDs
+    not yet read go in batches, and a failing batch is halved until the bad one is alone.
+    """
+    notes: list[str] = []
+    saved, backend.warn = backend.warn, notes.append
+    seen: set[str] = set()
+    try:
+        try:
+            for state_id, envelope in backend.iter_all(pattern):
+                seen.add(state_id)
+                yield state_id, envelope, None, _take(notes)
+            return
+        except StateExtError:
+            notes.clear()
+        rest = [i for i in backend.list_ids(pattern) if i not in seen]
+        yield from _read_ids(backend, rest, notes)
+    finally:
+        backend.warn = saved
+
+
+def _read_ids(backend, ids: list[str], notes: list[str]):
+    if len(ids) == 1:
+        try:
+            envelope = backend.get(ids[0])
+        except StateExtError as exc:
+            yield ids[0], None, exc.message, []
+        else:
+            if envelope is not None:
+                yield ids[0], envelope, None, _take(notes)
+        return
+    done = 0
+    try:
+        for state_id, envelope in backend.iter_states(ids):
+            done += 1
+            if envelope is not None:
+                yield state_id, envelope, None, _take(notes)
+    except StateExtError:
+        notes.clear()
+        rest = ids[done:]
+        middle = len(rest) // 2
+        yield from _read_ids(backend, rest[:middle], notes)
+        yield from _read_ids(backend, rest[middle:], notes)
+
+
+def _take(notes: list[str]) -> list[str]:
+    taken = notes[:]
+    notes.clear()
+    return taken
+
+
+# -- the rules ---------------------------------------------------------------------------
+def check_state(state_id: str, envelope: Envelope | None, error: str | None, notes: list[str],
+                now: datetime, max_age: timedelta | None) -> list[Finding]:
+    found: list[Finding] = []
+    if error is not None:
+        return [Finding(state_id, ERROR, "unreadable", error)]
+    for note in notes:
+        if "is null" in note:
+            found.append(Finding(state_id, ERROR, "null-half", note))
+    if envelope.is_empty():
+        return [*found, Finding(state_id, WARNING, "empty", "no state at all")]
+    state = envelope.effective()
+    if "singer_state" not in state:
+        keys = ", ".join(sorted(state)) or "none"
+        return [*found, Finding(state_id, ERROR, "no-singer-state",
+                                f"no top-level singer_state (keys: {keys})")]
+    singer = state["singer_state"]
+    if singer is not None and not isinstance(singer, dict):
+        return [*found, Finding(state_id, ERROR, "singer-state-type",
+                                "singer_state is not an object", value=singer)]
+    marks = (singer or {}).get("bookmarks")
+    if not singer or (isinstance(marks, dict) and not marks and len(singer) == 1):
+        return [*found, Finding(state_id, WARNING, "empty",
+                                "no bookmarks: the next run extracts every stream from its start")]
+    if marks is None:
+        return found  # another layout (currently_syncing, log positions...): opaque
+    if not isinstance(marks, dict):
+        return [*found, Finding(state_id, ERROR, "bookmark-shape", "bookmarks is not an object",
+                                value=marks)]
+    completed_singer = envelope.completed.get("singer_state")
+    completed = completed_singer.get("bookmarks") if isinstance(completed_singer, dict) else None
+    for stream, mark in marks.items():
+        if not isinstance(mark, dict):
+            found.append(Finding(state_id, ERROR, "bookmark-shape",
+                                 "the stream's bookmark is not an object", stream, value=mark))
+            continue
+        done = completed.get(stream) if isinstance(completed, dict) else None
+        _check_mark(found, state_id, stream, None, mark, done, now, max_age)
+        parts = mark.get("partitions")
+        if parts is None:
+            continue
+        if not isinstance(parts, list):
+            found.append(Finding(state_id, ERROR, "bookmark-shape", "partitions is not a list",
+                                 stream, value=parts))
+            continue
+        done_parts = done.get("partitions") if isinstance(done, dict) else None
+        for index, part in enumerate(parts):
+            if not isinstance(part, dict) or "context" not in part:
+                found.append(Finding(state_id, ERROR, "bookmark-shape",
+                                     f"partition #{index} is not an object with a context",
+                                     stream, value=part))
+                continue
+            done_part = _same_context(done_parts, part["context"])
+            _check_mark(found, state_id, stream, part["context"], part, done_part, now, max_age)
+    return found
+
+
+def _same_context(parts: Any, context: Any) -> dict | None:
+    for part in parts if isinstance(parts, list) else ():
+        if isinstance(part, dict) and part.get("context") == context:
+            return part
+    return None
+
+
+def _check_mark(found, state_id, stream, context, mark: dict, completed_mark: dict | None,
+                now: datetime, max_age: timedelta | None) -> None:
+    if isinstance(completed_mark, dict):
+        for marker in IN_FLIGHT:
+            if marker in completed_mark:
+                found.append(Finding(state_id, WARNING, "in-flight",
+                                     f"{marker} in the completed state (an interrupted run?)",
+                                     stream, context, completed_mark[marker]))
+    if "replication_key_value" not in mark:
+        return
+    value = mark["replication_key_value"]
+    if isinstance(value, (dict, list)):
+        found.append(Finding(state_id, ERROR, "value-type",
+                             "replication_key_value is not a timestamp, number or string",
+                             stream, context, value))
+        return
+    if "replication_key" not in mark:
+        found.append(Finding(state_id, WARNING, "no-replication-key",
+                             "replication_key_value without replication_key", stream, context,
+                             value))
+    key = order_key(value)
+    if key is None or key[0] != "time":
+        return
+    if key[1] > now + SKEW:
+        found.append(Finding(state_id, ERROR, "future", "bookmark is in the future",
+                             stream, context, value))
+    elif max_age is not None and key[1] < now - max_age:
+        found.append(Finding(state_id, WARNING, "stale",
+                             f"bookmark is older than --max-age ({_age(now - key[1])} old)",
+                             stream, context, value))
+
+
+def _age(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.0f}h" if hours < 48 else f"{hours / 24:.0f}d"
+
+
+def run_check(backend, pattern: str | None, max_age: timedelta | None,
+              now: datetime | None = None) -> tuple[int, list[Finding]]:
+    """Check every state matching ``pattern``: (states checked, findings in store order)."""
+    now = now or datetime.now(timezone.utc)
+    count, findings = 0, []
+    for state_id, envelope, error, notes in read_all(backend, pattern):
+        count += 1
+        findings.extend(check_state(state_id, envelope, error, notes, now, max_age))
+    findings.sort(key=lambda f: f.state_id)  # stable: each state's own order is kept
+    return count, findings

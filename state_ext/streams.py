@@ -1,0 +1,286 @@
+"""Stream-level views and surgery on one state, in the Singer SDK layout.
+
+A tap receives the *effective* state (partial merged onto completed), so that is what
+``streams`` shows; each row says which half its value comes from. The SDK keeps a
+stream's bookmark under ``singer_state.bookmarks.<stream>`` (``replication_key``,
+``replication_key_value``) and, for partitioned streams, one such bookmark per
+``partitions[]`` entry, matched by its ``context``. Anything else (``currently_syncing``,
+``version``, log positions, a legacy tap's own keys) is shown as opaque keys and kept
+untouched.
+
+Surgery (``reset``, ``bookmark``) changes only the named streams, and in *both* halves:
+removing a stream from completed alone would let the partial half bring it back. Where
+a value is set, the stream's effective bookmark is folded into the completed half and
+dropped from the partial one, so the effective state differs from before by exactly the
+change shown (Meltano's merge replaces lists wholesale, so a partial ``partitions`` list
+would otherwise hide the completed one).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from state_ext.errors import InvalidInputError
+from state_ext.guard import bookmarks, order_key
+from state_ext.model import Envelope, canonical_json, copy_json
+
+IN_FLIGHT = ("progress_markers", "replication_key_signpost", "starting_replication_value")
+SDK_KEYS = ("replication_key", "replication_key_value", "partitions", "context", *IN_FLIGHT)
+NONE = "(none)"
+
+
+@dataclass
+class StreamRow:
+    """One stream of the effective state, as ``streams`` shows it."""
+
+    stream: str
+    replication_key: Any = None
+    replication_key_value: Any = None
+    partitions: list = field(default_factory=list)
+    in_flight: dict = field(default_factory=dict)
+    source: str = "-"
+    other: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"stream": self.stream, "replication_key": self.replication_key,
+                "replication_key_value": self.replication_key_value,
+                "partition_count": len(self.partitions), "partitions": self.partitions,
+                "in_flight": self.in_flight, "from": self.source, "other_keys": self.other}
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def shown(value: Any) -> str:
+    """A value as one short token: strings bare, everything else as compact JSON."""
+    if value is NONE or isinstance(value, str):
+        return str(value)
+    return compact(value)
+
+
+def stream_marks(state: dict) -> dict:
+    """``bookmarks`` of a state in the SDK layout, only the streams whose bookmark is an
+    object; ``{}`` for any other layout (never an error: that is ``check``'s job)."""
+    marks = bookmarks(state)
+    if not marks:
+        return {}
+    return {name: mark for name, mark in marks.items() if isinstance(mark, dict)}
+
+
+def rows(envelope: Envelope) -> tuple[list[StreamRow], dict]:
+    """The streams of the effective state, and its opaque (non-SDK) ``singer_state`` keys."""
+    state = envelope.effective()
+    singer = state.get("singer_state") if isinstance(state, dict) else None
+    opaque: dict = {}
+    if isinstance(singer, dict):
+        opaque = {k: v for k, v in singer.items() if k != "bookmarks"}
+        marks = singer.get("bookmarks")
+        if marks is not None and not isinstance(marks, dict):
+            opaque["bookmarks"] = marks
+        elif isinstance(marks, dict):
+            opaque.update({f"bookmarks.{k}": v for k, v in marks.items()
+                           if not isinstance(v, dict)})
+    elif singer is not None or state:
+        opaque = {"singer_state" if "singer_state" in state else "(state)":
+                  singer if "singer_state" in state else state}
+    completed, partial = stream_marks(envelope.completed), stream_marks(envelope.partial)
+    found = []
+    for name, mark in stream_marks(state).items():
+        parts = mark.get("partitions")
+        found.append(StreamRow(
+            stream=name,
+            replication_key=mark.get("replication_key"),
+            replication_key_value=mark.get("replication_key_value"),
+            partitions=[_partition(p) for p in parts] if isinstance(parts, list) else [],
+            in_flight={k: mark[k] for k in IN_FLIGHT if k in mark},
+            source=_source(partial.get(name), completed.get(name)),
+            other={k: v for k, v in mark.items() if k not in SDK_KEYS},
+        ))
+    return found, opaque
+
+
+def _partition(part: Any) -> dict:
+    if not isinstance(part, dict):
+        return {"context": None, "opaque": part}
+    row = {"context": part.get("context"), "replication_key": part.get("replication_key"),
+           "replication_key_value": part.get("replication_key_value")}
+    markers = {k: part[k] for k in IN_FLIGHT if k in part}
+    if markers:
+        row["in_flight"] = markers
+    return row
+
+
+def _source(partial: dict | None, completed: dict | None) -> str:
+    """Which half the stream's value (or partitions) comes from in the effective state."""
+    for half, mark in (("partial", partial), ("completed", completed)):
+        if mark and ("replication_key_value" in mark or "partitions" in mark):
+            return half
+    if partial:
+        return "partial"
+    return "completed" if completed else "-"
+
+
+# -- arguments ---------------------------------------------------------------------------
+def parse_partition(text: str | None) -> dict | None:
+    """``--partition``: a JSON object, the ``context`` of one partition."""
+    if text is None:
+        return None
+    from state_ext import strict_json
+
+    try:
+        value = strict_json.loads(text)
+    except strict_json.JsonRefused as exc:
+        raise InvalidInputError(f"Invalid value for --partition: {exc.message}") from None
+    if not isinstance(value, dict):
+        raise InvalidInputError(
+            f"Invalid value for --partition: expected a JSON object (a partition's context), "
+            f"got {shown(value)}")
+    return value
+
+
+def require_streams(state_id: str, envelope: Envelope | None, names: list[str]) -> list[str]:
+    """The named streams, each present in the effective state, else one error naming the
+    unknown ones and the known ones (never a silent no-op)."""
+    if envelope is None:
+        raise InvalidInputError(f"No state found for state ID {state_id!r}")
+    known = list(stream_marks(envelope.effective()))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        listing = ", ".join(known) if known else "none in the Singer SDK layout"
+        raise InvalidInputError(
+            f"Unknown stream(s) {', '.join(repr(n) for n in unknown)} in state {state_id!r}; "
+            f"known streams: {listing}")
+    return list(dict.fromkeys(names))
+
+
+def find_partition(state_id: str, stream: str, mark: dict, context: dict) -> int:
+    """Index of the partition whose context is ``context``, else an error listing them."""
+    parts = mark.get("partitions")
+    parts = parts if isinstance(parts, list) else []
+    wanted = canonical_json(context)
+    for index, part in enumerate(parts):
+        if isinstance(part, dict) and canonical_json(part.get("context")) == wanted:
+            return index
+    listing = "; ".join(compact(p.get("context")) for p in parts if isinstance(p, dict))
+    raise InvalidInputError(
+        f"No partition {compact(context)} in stream {stream!r} of state {state_id!r}; "
+        f"its partitions: {listing or 'none'}")
+
+
+# -- changes -------------------------------------------------------------------------------
+def _halves_marks(envelope: Envelope) -> list[dict]:
+    """Each half's ``bookmarks`` object, when that half has one (to change in place)."""
+    found = []
+    for half in (envelope.completed, envelope.partial):
+        singer = half.get("singer_state")
+        if isinstance(singer, dict) and isinstance(singer.get("bookmarks"), dict):
+            found.append(singer["bookmarks"])
+    return found
+
+
+def reset(envelope: Envelope, streams: list[str], partition: dict | None = None) -> Envelope:
+    """Remove the streams' bookmarks (or one partition of each) from both halves."""
+    result = Envelope(copy_json(envelope.completed), copy_json(envelope.partial))
+    wanted = None if partition is None else canonical_json(partition)
+    for marks in _halves_marks(result):
+        for stream in streams:
+            if stream not in marks:
+                continue
+            if wanted is None:
+                del marks[stream]
+                continue
+            parts = marks[stream].get("partitions") if isinstance(marks[stream], dict) else None
+            if isinstance(parts, list):
+                marks[stream]["partitions"] = [
+                    p for p in parts
+                    if not (isinstance(p, dict) and canonical_json(p.get("context")) == wanted)]
+    return result
+
+
+def set_value(state_id: str, envelope: Envelope, stream: str, value: Any, key: str | None,
+              partition: dict | None) -> Envelope:
+    """The stream's effective bookmark, with the new value, in completed; gone from partial."""
+    result = Envelope(copy_json(envelope.completed), copy_json(envelope.partial))
+    mark = copy_json(stream_marks(envelope.effective())[stream])
+    target = mark
+    if partition is not None:
+        target = mark["partitions"][find_partition(state_id, stream, mark, partition)]
+    target["replication_key_value"] = value
+    if key is not None:
+        target["replication_key"] = key
+    singer = result.completed.get("singer_state")
+    if not isinstance(singer, dict):
+        singer = result.completed["singer_state"] = {}
+    if not isinstance(singer.get("bookmarks"), dict):
+        singer["bookmarks"] = {}
+    singer["bookmarks"][stream] = mark
+    partial_singer = result.partial.get("singer_state")
+    if isinstance(partial_singer, dict) and isinstance(partial_singer.get("bookmarks"), dict):
+        partial_singer["bookmarks"].pop(stream, None)
+    return result
+
+
+def coerce_value(text: str, old: Any, any_type: bool) -> Any:
+    """The new ``replication_key_value`` from its command-line text, of the old value's
+    type: a timestamp stays a valid ISO-8601 timestamp, a number a number. With
+    ``any_type`` (or no old value), JSON numbers become numbers, anything else a string."""
+    number = _number(text)
+    if any_type or old is None:
+        return text if number is None else number
+    old_kind = order_key(old)
+    if old_kind is not None and old_kind[0] == "number":
+        if number is None:
+            raise InvalidInputError(
+                f"Invalid value for --value: {text!r} is not a number, and the current "
+                f"value {shown(old)} is one (--any-type to change the type)")
+        return number
+    if old_kind is not None and old_kind[0] == "time":
+        kind = order_key(text)
+        if kind is None or kind[0] != "time":
+            raise InvalidInputError(
+                f"Invalid value for --value: {text!r} is not an ISO-8601 timestamp, and the "
+                f"current value {old} is one (--any-type to change the type)")
+        return text
+    if isinstance(old, str):
+        return text
+    raise InvalidInputError(
+        f"Invalid value for --value: the current value {shown(old)} is neither a timestamp, "
+        "a number nor a string; pass --any-type to replace it")
+
+
+def _number(text: str) -> int | float | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def change_lines(state_id: str, before: Envelope, after: Envelope, streams: list[str]) -> list[str]:
+    """``ID: stream 'x': <before> → <after>`` for each stream (and partition) that changes."""
+    old, new = stream_marks(before.effective()), stream_marks(after.effective())
+    lines = []
+    for stream in streams:
+        was, now = old.get(stream), new.get(stream)
+        if was == now:
+            continue
+        lines.append(f"{state_id}: stream {stream!r}: {_mark_text(was)} → {_mark_text(now)}")
+    return lines
+
+
+def _mark_text(mark: dict | None) -> str:
+    if mark is None:
+        return NONE
+    shown_keys = {k: v for k, v in mark.items() if k != "partitions"}
+    text = compact(shown_keys)
+    parts = mark.get("partitions")
+    if isinstance(parts, list):
+        text += f" + {len(parts)} partition(s) " + compact(
+            [{k: p.get(k) for k in ("context", "replication_key_value")}
+             if isinstance(p, dict) else p for p in parts])
+    return text
