@@ -84,15 +84,20 @@ def check_label(label: str) -> str:
 
 
 # -- taking ------------------------------------------------------------------------------
+class _NothingToSave(Exception):
+    """Raised from inside a write to abandon it: the temporary goes, no name is taken."""
+
+
 def take_snapshot(backend, project_settings, *, label: str, ids: list[str] | None = None,
                   pattern: str | None = None, store: SnapshotStore | None = None,
-                  keep: int | None = None) -> SnapshotInfo:
+                  keep: int | None = None, skip_empty: bool = False) -> SnapshotInfo | None:
     """Snapshot ``backend``'s states (all, those matching ``pattern``, or exactly ``ids``:
     an ID without state is left out) into the store of ``snapshot_uri``.
 
     The document is complete under its final name or absent; the sidecar follows. With
     ``keep``, the oldest snapshots beyond ``keep`` are deleted afterwards. Returns the new
-    snapshot (its ``name`` is what a command summary should print).
+    snapshot (its ``name`` is what a command summary should print), or None with
+    ``skip_empty`` when there was no state to save (nothing is written then).
     """
     from state_ext import exports
 
@@ -108,10 +113,16 @@ def take_snapshot(backend, project_settings, *, label: str, ids: list[str] | Non
             with gzip.GzipFile(fileobj=handle, mode="wb", mtime=0, compresslevel=6) as gz:
                 text = _CountingText(gz, digest, counted)
                 counted["states"] = exports.write_compact(_states(backend, ids, pattern), text)
+            if skip_empty and not counted["states"]:
+                raise _NothingToSave
             counted["size"] = handle.tell()
 
         moments = _moments(started)
-        name = store.create(lambda: f"{next(moments).strftime(STAMP)}--{label}{SUFFIX}", write)
+        try:
+            name = store.create(lambda: f"{next(moments).strftime(STAMP)}--{label}{SUFFIX}",
+                                write)
+        except _NothingToSave:
+            return None
         moment, _ = parse_name(name)
         info = SnapshotInfo(name, moment, label, counted["states"], counted["size"], backend.label,
                             _scope(ids, pattern), store.label)
@@ -145,12 +156,13 @@ def auto_snapshot(backend, project_settings, *, label: str, ids: list[str] | Non
                   pattern: str | None = None, no_snapshot: bool = False,
                   store: SnapshotStore | None = None) -> SnapshotInfo | None:
     """The safety snapshot a command takes of exactly what it is about to overwrite or
-    delete (``ids``, or all/``pattern``); None when disabled or when ``ids`` is empty.
-    A failure raises before the caller has written anything."""
+    delete (``ids``, or all/``pattern``); None when disabled or when none of them holds
+    state (nothing to save: no snapshot is written). A failure raises before the caller
+    has written anything."""
     if not auto_snapshot_enabled(project_settings, no_snapshot) or ids == []:
         return None
     return take_snapshot(backend, project_settings, label=label, ids=ids, pattern=pattern,
-                         store=store)
+                         store=store, skip_empty=True)
 
 
 def _moments(last: datetime) -> Iterator[datetime]:

@@ -91,7 +91,7 @@ def test_restore_shows_asks_snapshots_then_writes(cli):
     name = cli("snapshot").stdout.strip()
     before = cli.export()
     cli.set("dev:tap-a-to-target-b", singer(orders="2020-01-01"))
-    cli("clear", "--force", "dev:tap-c-to-target-b")
+    cli("clear", "--force", "--no-snapshot", "dev:tap-c-to-target-b")
     cli.set("dev:new-to-target-b", singer(x=1))
 
     dry = cli("restore", name, "--dry-run")
