@@ -48,24 +48,24 @@ class Problem:
         if self.stream is not None:
             where += f": stream {self.stream!r}"
         if self.partition is not None:
-            where += f" partition {_compact(self.partition)}"
+            where += f" partition {compact(self.partition)}"
         what = {"regress": "bookmark moved backwards", "emptied": "state emptied",
                 "lost-stream": "bookmark disappeared"}[self.kind]
-        return f"{where}: {what}: {_shown(self.before)} → {_shown(self.after)}"
+        return f"{where}: {what}: {shown(self.before)} → {shown(self.after)}"
 
     def to_dict(self) -> dict:
         return {"state_id": self.state_id, "stream": self.stream, "partition": self.partition,
                 "problem": self.kind, "before": self.before, "after": self.after}
 
 
-def _compact(value: Any) -> str:
+def compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     if value is NONE or isinstance(value, str):
         return str(value)
-    return _compact(value)
+    return compact(value)
 
 
 def parse_allow(text: str | None) -> set[str]:
@@ -99,7 +99,7 @@ def check(before: dict[str, Envelope], current: Iterable[tuple[str, Envelope | N
     for state_id in sorted(set(before) - seen):  # deleted since the snapshot
         compare_state(state_id, effective(before[state_id]), {}, problems)
     problems = [p for p in problems if p.kind not in allow]
-    problems.sort(key=lambda p: (p.state_id, p.stream or "", _compact(p.partition)))
+    problems.sort(key=lambda p: (p.state_id, p.stream or "", compact(p.partition)))
     return problems
 
 
@@ -132,12 +132,12 @@ def _compare_partitions(state_id, stream, old_parts, new_parts, problems) -> Non
     current = {}
     for part in new_parts if isinstance(new_parts, list) else ():
         if isinstance(part, dict):
-            current[_compact(part.get("context"))] = part
+            current[compact(part.get("context"))] = part
     for part in old_parts:
         if not isinstance(part, dict):
             continue
         context = part.get("context")
-        new_part = current.get(_compact(context))
+        new_part = current.get(compact(context))
         if new_part is None:
             if "replication_key_value" in part:
                 problems.append(Problem(state_id, "lost-stream", part["replication_key_value"],
@@ -216,4 +216,4 @@ def _summary(state: dict) -> str:
         return f"{len(marks)} stream bookmark(s)"
     if marks is None:
         return f"singer_state with {len(state.get('singer_state') or {})} key(s)"
-    return _compact(state)
+    return compact(state)
