@@ -1,6 +1,6 @@
-"""Snapshot stores on real object-store servers (moto's S3, Azurite), restore onto
-file:// and S3 state backends, history from S3 object versions, and stores that are
-missing or unreachable: one line, nothing written."""
+"""Snapshot stores on real object-store servers (moto's S3, fake-gcs-server, Azurite),
+restore onto file:// and S3 state backends, history from S3 object versions, and stores
+that are missing or unreachable: one line, nothing written."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tests.support.emulators import (  # noqa: F401 - fixtures
     StoreCase,
     azure_server,
     free_port,
+    gcs_server,
     s3_server,
     unique_bucket,
 )
@@ -24,20 +25,23 @@ from tests.test_safety_cli import STATES, one_error_line, singer
 
 def namespace_env(case: StoreCase) -> dict[str, str]:
     """The state_backend.<ns>.* settings: the snapshot store uses the backends' own."""
-    ns = case.scheme.upper()
+    ns = {"gs": "GCS"}.get(case.scheme, case.scheme.upper())
     env = {"AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}
     for key, value in case.options().items():
         env[f"MELTANO_STATE_BACKEND_{ns}_{key.upper()}"] = value
+    if case.scheme == "gs":
+        env.update(case.server.env())
     return env
 
 
 def secrets_of(case: StoreCase) -> list[str]:
-    return [S3_SECRET] if case.scheme == "s3" else ["AccountKey", case.server.connection_string]
+    return {"s3": [S3_SECRET], "gs": [],
+            "azure": ["AccountKey", getattr(case.server, "connection_string", "")]}[case.scheme]
 
 
-@pytest.fixture(params=["s3", "azure"])
+@pytest.fixture(params=["s3", "gs", "azure"])
 def object_store(request):
-    fixture = {"s3": "s3_server", "azure": "azure_server"}[request.param]
+    fixture = {"s3": "s3_server", "gs": "gcs_server", "azure": "azure_server"}[request.param]
     return StoreCase(request.param, request.getfixturevalue(fixture))
 
 
