@@ -52,7 +52,8 @@ AT_LIMIT = {
 
 def test_states_at_the_nesting_limit_take_every_path(tmp_path, tmp_path_factory):
     """set and merge (twice, so a 500-deep partial is merged onto a 500-deep partial), get
-    (compact, and pretty: Python's pure-Python encoder), export, import, copy, move, migrate SQLite -> file:// -> file:// and diff, all exact."""
+    (compact, and pretty: Python's pure-Python encoder), export, import, copy, move,
+    migrate SQLite -> file:// -> file:// and diff, all exact."""
     root = write_project(tmp_path / "p")
     (root / ".meltano").mkdir()
     db = meltano_seeded_db(tmp_path_factory, SEED)

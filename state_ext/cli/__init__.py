@@ -22,9 +22,8 @@ from typer.core import TyperGroup
 
 from state_ext import APP_NAME, __version__
 from state_ext.cli import (
-    common,
     edk_commands,
-    safety_commands,  # noqa: F401 - registers on common.commands for now
+    safety_commands,
     state_commands,
     stream_commands,
     transfer_commands,
@@ -66,7 +65,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=False,
 )
-for _module in (edk_commands, state_commands, transfer_commands, stream_commands, common):
+for _module in (edk_commands, state_commands, transfer_commands, stream_commands, safety_commands):
     app.registered_commands += _module.commands.registered_commands
     app.registered_groups += _module.commands.registered_groups
 

@@ -1,4 +1,4 @@
-"""What every command shares: the typer app, option types, error handling, I/O.
+"""What every command shares: option types, prompts, safety snapshots, backends, I/O.
 
 Only typer is imported here: structlog, SQLAlchemy and the cloud SDKs are imported inside
 the functions that need them, so ``--help`` stays fast. stdout carries data only; logs
@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-# safety_commands still registers on this holder; the app takes its commands.
-commands = app = typer.Typer()
 
 
 class DescribeFormat(str, Enum):
@@ -60,12 +57,6 @@ class UsageError(Exception):
     """Wrong combination of arguments: exit 2 as click's own usage errors, in one log line.
 
     (typer vendors its click, so click's UsageError is not public API to subclass.)"""
-
-
-@contextmanager
-def handled():
-    """Kept while safety_commands still uses it: errors are handled by the app's group."""
-    yield
 
 
 @contextmanager

@@ -18,13 +18,13 @@ from state_ext.cli.common import (
     ProjectRootOption,
     UriOption,
     UsageError,
-    app,
     confirm,
-    handled,
     log,
     out,
     state_backend,
 )
+
+commands = typer.Typer()
 
 SnapshotUriOption = Annotated[str | None, typer.Option(
     "--snapshot-uri", help="Snapshot store (a folder, file://, s3://, gs://, azure://); "
@@ -56,7 +56,7 @@ def _size(size) -> str:
     return str(size)  # pragma: no cover
 
 
-@app.command()
+@commands.command()
 def snapshot(
     pattern: PatternOption = None,
     label: Annotated[str, typer.Option(help="Label in the snapshot's name, e.g. pre-run.")
@@ -70,20 +70,19 @@ def snapshot(
     """Copy every state (or those matching --pattern) into a new snapshot; print its name."""
     from state_ext.snapshots import check_label, take_snapshot
 
-    with handled():
-        check_label(label)
-        settings = _settings(project_root)
-        with _store(settings, snapshot_uri) as store, state_backend(uri, project_root) as backend:
-            info = take_snapshot(backend, settings, label=label, pattern=pattern,
-                                 store=store, keep=keep)
-        out(info.name)
-        log().info(f"Snapshot {info.name}: {info.states} state(s), {_size(info.size)}, "
-                   f"in {store.label}")
+    check_label(label)
+    settings = _settings(project_root)
+    with _store(settings, snapshot_uri) as store, state_backend(uri, project_root) as backend:
+        info = take_snapshot(backend, settings, label=label, pattern=pattern,
+                             store=store, keep=keep)
+    out(info.name)
+    log().info(f"Snapshot {info.name}: {info.states} state(s), {_size(info.size)}, "
+               f"in {store.label}")
 
 
 snapshots_app = typer.Typer(help="List snapshots, newest first; `snapshots prune` deletes old "
                             "ones.", no_args_is_help=False)
-app.add_typer(snapshots_app, name="snapshots")
+commands.add_typer(snapshots_app, name="snapshots")
 
 
 @snapshots_app.callback(invoke_without_command=True)
@@ -98,18 +97,17 @@ def snapshots_list(
         return
     from state_ext.snapshots import iso, list_snapshots
 
-    with handled():
-        with _store(_settings(project_root), snapshot_uri) as store:
-            found = list_snapshots(store)
-        if output_format is ListFormat.json:
-            out(json.dumps({"store": store.label, "snapshots": [i.to_dict() for i in found]}))
-            return
-        if not found:
-            log().info(f"No snapshots in {store.label}")
-            return
-        rows = [f"{iso(i.time)}  {i.label:<14} {'?' if i.states is None else i.states:>7} "
-                f"states  {_size(i.size):>10}  {i.source or '?'}  {i.name}" for i in found]
-        out("\n".join(rows))
+    with _store(_settings(project_root), snapshot_uri) as store:
+        found = list_snapshots(store)
+    if output_format is ListFormat.json:
+        out(json.dumps({"store": store.label, "snapshots": [i.to_dict() for i in found]}))
+        return
+    if not found:
+        log().info(f"No snapshots in {store.label}")
+        return
+    rows = [f"{iso(i.time)}  {i.label:<14} {'?' if i.states is None else i.states:>7} "
+            f"states  {_size(i.size):>10}  {i.source or '?'}  {i.name}" for i in found]
+    out("\n".join(rows))
 
 
 @snapshots_app.command("prune")
@@ -123,16 +121,15 @@ def snapshots_prune(
     """Delete old snapshots: beyond the --keep newest and/or older than --older-than."""
     from state_ext.snapshots import parse_duration, prune
 
-    with handled():
-        if keep is None and older_than is None:
-            raise UsageError("Give --keep N and/or --older-than DURATION")
-        age = parse_duration(older_than) if older_than is not None else None
-        with _store(_settings(project_root), snapshot_uri) as store:
-            deleted = prune(store, keep=keep, older_than=age)
-        log().info(f"Deleted {len(deleted)} snapshot(s) from {store.label}")
+    if keep is None and older_than is None:
+        raise UsageError("Give --keep N and/or --older-than DURATION")
+    age = parse_duration(older_than) if older_than is not None else None
+    with _store(_settings(project_root), snapshot_uri) as store:
+        deleted = prune(store, keep=keep, older_than=age)
+    log().info(f"Deleted {len(deleted)} snapshot(s) from {store.label}")
 
 
-@app.command()
+@commands.command()
 def restore(
     target: Annotated[str | None, typer.Argument(
         metavar="[SNAPSHOT|STATE_ID]",
@@ -162,46 +159,45 @@ def restore(
     from state_ext import restore as restoring
     from state_ext.snapshots import auto_snapshot, find, load_states, parse_time
 
-    with handled():
-        if run is not None:
-            version = f"run:{run}" if version is None else version
-        chosen = [x for x in (target if version is None else None, latest or None, before,
-                              version) if x is not None]
-        if len(chosen) != 1:
-            raise UsageError("Give exactly one of: SNAPSHOT, --latest, --before TIME, "
-                             "--run RUN_ID STATE_ID, --version REF STATE_ID")
-        if version is not None and target is None:
-            raise UsageError("--run and --version need the STATE_ID to restore")
-        if version is not None and (exact or pattern is not None):
-            raise UsageError("--exact and --pattern apply to snapshots, not to --run/--version")
-        settings = _settings(project_root)
-        with _store(settings, snapshot_uri) as store, state_backend(uri, project_root) as backend:
-            if version is not None:
-                source = _history_version(backend, settings, store, target, version)
-            else:
-                info = find(store, target, latest=latest,
-                            before=parse_time(before) if before else None)
-                source = restoring.MemoryBackend(
-                    info.name, load_states(store, info, warn=log().warning))
-                if exact:
-                    source.scope = restoring.exact_scope(store, info)
-            the_plan = restoring.plan(source, backend, pattern, exact)
-            _show_plan(source, backend, the_plan)
-            if not the_plan.writes and not the_plan.removed:
-                log().info("Nothing to restore: the state already matches.")
-                return
-            if dry_run:
-                log().info("Dry run: nothing was written.")
-                return
-            confirm(f"This will overwrite {len(the_plan.changed)}, add "
-                    f"{len(the_plan.added)} and clear {len(the_plan.removed)} state(s). "
-                    "Continue?", force, what=f"restore from {source.label}")
-            safety = auto_snapshot(backend, settings, label="pre-restore",
-                                   ids=the_plan.touched, no_snapshot=no_snapshot, store=store)
-            done = restoring.apply(source, backend, the_plan, exact=exact)
-        undo = f"; to undo: restore {safety.name}" if safety else ""
-        log().info(f"Restored {done['written']} state(s) from {source.label}"
-                   + (f", cleared {done['removed']}" if done["removed"] else "") + undo)
+    if run is not None:
+        version = f"run:{run}" if version is None else version
+    chosen = [x for x in (target if version is None else None, latest or None, before,
+                          version) if x is not None]
+    if len(chosen) != 1:
+        raise UsageError("Give exactly one of: SNAPSHOT, --latest, --before TIME, "
+                         "--run RUN_ID STATE_ID, --version REF STATE_ID")
+    if version is not None and target is None:
+        raise UsageError("--run and --version need the STATE_ID to restore")
+    if version is not None and (exact or pattern is not None):
+        raise UsageError("--exact and --pattern apply to snapshots, not to --run/--version")
+    settings = _settings(project_root)
+    with _store(settings, snapshot_uri) as store, state_backend(uri, project_root) as backend:
+        if version is not None:
+            source = _history_version(backend, settings, store, target, version)
+        else:
+            info = find(store, target, latest=latest,
+                        before=parse_time(before) if before else None)
+            source = restoring.MemoryBackend(
+                info.name, load_states(store, info, warn=log().warning))
+            if exact:
+                source.scope = restoring.exact_scope(store, info)
+        the_plan = restoring.plan(source, backend, pattern, exact)
+        _show_plan(source, backend, the_plan)
+        if not the_plan.writes and not the_plan.removed:
+            log().info("Nothing to restore: the state already matches.")
+            return
+        if dry_run:
+            log().info("Dry run: nothing was written.")
+            return
+        confirm(f"This will overwrite {len(the_plan.changed)}, add "
+                f"{len(the_plan.added)} and clear {len(the_plan.removed)} state(s). "
+                "Continue?", force, what=f"restore from {source.label}")
+        safety = auto_snapshot(backend, settings, label="pre-restore",
+                               ids=the_plan.touched, no_snapshot=no_snapshot, store=store)
+        done = restoring.apply(source, backend, the_plan, exact=exact)
+    undo = f"; to undo: restore {safety.name}" if safety else ""
+    log().info(f"Restored {done['written']} state(s) from {source.label}"
+               + (f", cleared {done['removed']}" if done["removed"] else "") + undo)
 
 
 def _show_plan(source, backend, the_plan) -> None:
@@ -233,7 +229,7 @@ def _history_version(backend, settings, store, state_id: str, ref: str):
                             f"`state_extension history {state_id}`)")
 
 
-@app.command()
+@commands.command()
 def history(
     state_id: Annotated[str, typer.Argument(help="State ID.")],
     stream: Annotated[str | None, typer.Option(help="Only versions where this stream's "
@@ -249,25 +245,24 @@ def history(
     from state_ext.snapshots import iso
     from state_ext.state_ids import validate_state_id
 
-    with handled():
-        validate_state_id(state_id)
-        settings = _settings(project_root)
-        with _store(settings, snapshot_uri) as store, state_backend(uri, project_root) as backend:
-            found = histories.collect(state_id, backend=backend, project_settings=settings,
-                                      store=store, stream=stream, limit=limit,
-                                      warn=log().warning)
-        if output_format is ListFormat.json:
-            out(json.dumps(found.to_dict()))
-            return
-        for name, status in found.sources.items():
-            log().info(f"source {name}: {status}")
-        if not found.versions:
-            log().info(f"No versions of {state_id} found")
-            return
-        out("\n".join(f"{iso(v.time)}  {v.ref:<34} {v.summary}" for v in found.versions))
+    validate_state_id(state_id)
+    settings = _settings(project_root)
+    with _store(settings, snapshot_uri) as store, state_backend(uri, project_root) as backend:
+        found = histories.collect(state_id, backend=backend, project_settings=settings,
+                                  store=store, stream=stream, limit=limit,
+                                  warn=log().warning)
+    if output_format is ListFormat.json:
+        out(json.dumps(found.to_dict()))
+        return
+    for name, status in found.sources.items():
+        log().info(f"source {name}: {status}")
+    if not found.versions:
+        log().info(f"No versions of {state_id} found")
+        return
+    out("\n".join(f"{iso(v.time)}  {v.ref:<34} {v.summary}" for v in found.versions))
 
 
-@app.command()
+@commands.command()
 def guard(
     pattern: PatternOption = None,
     against: Annotated[str | None, typer.Option(
@@ -286,27 +281,26 @@ def guard(
     from state_ext import guard as guarding
     from state_ext.snapshots import find, load_states
 
-    with handled():
-        if against is not None and latest:
-            raise UsageError("Give at most one of --against, --latest")
-        allowed = guarding.parse_allow(allow)
-        settings = _settings(project_root)
-        with _store(settings, snapshot_uri) as store:
-            info = find(store, against, latest=against is None)
-            before = load_states(store, info, strict=False)
-        if pattern is not None:
-            from state_ext.state_ids import matches
+    if against is not None and latest:
+        raise UsageError("Give at most one of --against, --latest")
+    allowed = guarding.parse_allow(allow)
+    settings = _settings(project_root)
+    with _store(settings, snapshot_uri) as store:
+        info = find(store, against, latest=against is None)
+        before = load_states(store, info, strict=False)
+    if pattern is not None:
+        from state_ext.state_ids import matches
 
-            before = {i: e for i, e in before.items() if matches(i, pattern)}
-        with state_backend(uri, project_root) as backend:
-            problems = guarding.check(before, backend.iter_all(pattern), allowed)
-        if output_format is ListFormat.json:
-            out(json.dumps({"snapshot": info.name, "checked": len(before),
-                            "problems": [p.to_dict() for p in problems], "ok": not problems}))
-        for problem in problems:
-            log().error(problem.line())
-        if problems:
-            log().error(f"guard: {len(problems)} problem(s) since snapshot {info.name}")
-            raise typer.Exit(1)
-        log().info(f"guard: {len(before)} state(s) checked against {info.name}: no problems")
+        before = {i: e for i, e in before.items() if matches(i, pattern)}
+    with state_backend(uri, project_root) as backend:
+        problems = guarding.check(before, backend.iter_all(pattern), allowed)
+    if output_format is ListFormat.json:
+        out(json.dumps({"snapshot": info.name, "checked": len(before),
+                        "problems": [p.to_dict() for p in problems], "ok": not problems}))
+    for problem in problems:
+        log().error(problem.line())
+    if problems:
+        log().error(f"guard: {len(problems)} problem(s) since snapshot {info.name}")
+        raise typer.Exit(1)
+    log().info(f"guard: {len(before)} state(s) checked against {info.name}: no problems")
 
