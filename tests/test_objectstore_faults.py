@@ -224,3 +224,29 @@ def test_prefixes_meltano_would_store_literally_are_refused(uri, problem, tmp_pa
         assert result.returncode == 1
         line = only_line(result.stderr)
         assert f"Invalid state backend URI {uri!r}" in line and problem in line, line
+
+
+def test_store_gone_mid_migrate_is_one_error_line(s3_server, tmp_path):
+    """migrate writes concurrently on the event loop: when the destination goes away, no
+    asyncio or aiohttp leftover follows the error (the N of M count is the engine's job)."""
+    store = StoreCase("s3", s3_server)
+    bucket = store.new_bucket()
+    root = write_project(tmp_path / "project")
+    source = f"file://{tmp_path / 'source'}"
+    state_ext("import", cwd=root, env=clean_env(MELTANO_STATE_BACKEND_URI=source),
+              input=json.dumps(document()))
+    proxy = FaultProxy(store.server.port)
+    env = env_through(store, proxy.url, f"s3://{bucket}/p")
+    proc = subprocess.Popen([str(STATE_EXTENSION), "migrate", "--from", source, "--to",
+                             f"s3://{bucket}/p"], cwd=root, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_states(store, bucket, proc, 50)
+    proxy.shut()
+    proc.wait(timeout=90)
+    stderr = proc.stderr.read()
+    assert proc.returncode == 1
+    for noise in ("Traceback", "never retrieved", "Exception ignored", "Unclosed"):
+        assert noise not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if "cannot" in line]
+    assert len(errors) == 1 and bucket in errors[0], stderr
+    assert any(term in errors[0] for term in USER_TERMS), errors[0]
