@@ -137,6 +137,19 @@ def test_every_command_of_the_definition_through_meltano_invoke(project, tmp_pat
     assert p.export() == exported
     written.unlink()
 
+    # the safe-run commands: snapshot (run step), guard (run step), snapshots, history, restore
+    name = p.invoke("state-ext:snapshot").stdout.strip()
+    assert name.endswith("--pre-run.json.gz"), name
+    assert name in p.invoke("state-ext:snapshots").stdout
+    assert p.invoke("state-ext:guard").returncode == 0
+    history = p.invoke("state-ext:history", "dev:tap-a-to-target-b")
+    # versions that differ, each with where it came from (the import's safety snapshot)
+    assert ".json.gz first seen" in history.stdout, str(history)
+    assert "source snapshots: read" in history.stderr, str(history)
+    p.invoke("state-ext:clear", "dev:tap-a-to-target-b", "--force", "--no-snapshot")
+    p.invoke("state-ext:restore", name, "--force")
+    assert p.export() == exported
+
 
 def test_destructive_commands_under_meltano_ask_or_refuse(project):
     p = project
