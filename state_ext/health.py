@@ -4,15 +4,16 @@ Wired as the plugin's ``test`` command (``meltano test state-ext``), so it runs 
 before a pipeline. Each rule gives findings of one severity; errors fail the check,
 warnings only with ``--strict``:
 
-======================  ========  =================================================================
+======================  ========  =============================================================
 rule                    severity  finding
-======================  ========  =================================================================
+======================  ========  =============================================================
 ``unreadable``          error     the state cannot be read (corrupt JSON, a half that is no object)
 ``null-half``           error     a half is ``null``: Meltano crashes reading it
 ``no-singer-state``     error     the effective state has no top-level ``singer_state``
 ``singer-state-type``   error     ``singer_state`` is not an object
-``bookmark-shape``      error     ``bookmarks``, a stream's bookmark or a partition is not of the SDK's
-                                  shape (object, ``partitions`` a list of objects with ``context``)
+``bookmark-shape``      error     ``bookmarks``, a stream's bookmark or a partition is not of
+                                  the SDK's shape (objects; ``partitions`` a list of objects
+                                  with a ``context``)
 ``value-type``          error     ``replication_key_value`` is an object or an array
 ``future``              error     a timestamp bookmark is later than now (plus a minute of skew):
                                   the tap would skip every record until then
@@ -22,7 +23,7 @@ rule                    severity  finding
                                   was interrupted or its tap did not finalise its state
 ``no-replication-key``  warning   a ``replication_key_value`` without its ``replication_key``
 ``stale``               warning   with ``--max-age``: a timestamp bookmark older than that
-======================  ========  =================================================================
+======================  ========  =============================================================
 
 Other layouts (legacy taps' ``currently_syncing``, ``version``, log positions, bookmarks
 of their own keys) are never findings. A state that cannot be read is one finding, never
@@ -93,48 +94,46 @@ def read_all(backend, pattern: str | None) -> Iterator[tuple[str, Envelope | Non
     """Every state as ``(id, envelope, error, notes)``: ``error`` when it cannot be read,
     ``notes`` the warnings the backend gave while reading it (a null half).
 
-    ``iter_all`` first (one query, or concurrent batches); if a state breaks it, the IDs
-    not yet read go in batches, and a failing batch is halved until the bad one is alone.
+    One listing, then ``iter_states`` in slices (each one query, or concurrent requests).
+    When a state breaks a slice, the state where it stopped is read alone (the stores
+    parse in order, so that is usually the bad one) and the rest of the slice goes on in
+    slices a sixteenth the size: a bad state costs a few dozen reads again, not a slice.
     """
     notes: list[str] = []
     saved, backend.warn = backend.warn, notes.append
-    seen: set[str] = set()
     try:
-        try:
-            for state_id, envelope in backend.iter_all(pattern):
-                seen.add(state_id)
-                yield state_id, envelope, None, _take(notes)
-            return
-        except StateExtError:
-            notes.clear()
-        rest = [i for i in backend.list_ids(pattern) if i not in seen]
-        yield from _read_ids(backend, rest, notes)
+        yield from _read_ids(backend, backend.list_ids(pattern), notes, SLICE)
     finally:
         backend.warn = saved
 
 
-def _read_ids(backend, ids: list[str], notes: list[str]):
-    if len(ids) == 1:
-        try:
-            envelope = backend.get(ids[0])
-        except StateExtError as exc:
-            yield ids[0], None, exc.message, []
-        else:
-            if envelope is not None:
-                yield ids[0], envelope, None, _take(notes)
-        return
+SLICE = 1000
+
+
+def _read_ids(backend, ids: list[str], notes: list[str], size: int):
+    for start in range(0, len(ids), size):
+        yield from _read_slice(backend, ids[start:start + size], notes)
+
+
+def _read_slice(backend, ids: list[str], notes: list[str]):
     done = 0
     try:
         for state_id, envelope in backend.iter_states(ids):
             done += 1
             if envelope is not None:
                 yield state_id, envelope, None, _take(notes)
+        return
     except StateExtError:
         notes.clear()
-        rest = ids[done:]
-        middle = len(rest) // 2
-        yield from _read_ids(backend, rest[:middle], notes)
-        yield from _read_ids(backend, rest[middle:], notes)
+    suspect, rest = ids[done], ids[done + 1:]
+    try:
+        envelope = backend.get(suspect)
+    except StateExtError as exc:
+        yield suspect, None, exc.message, []
+    else:
+        if envelope is not None:
+            yield suspect, envelope, None, _take(notes)
+    yield from _read_ids(backend, rest, notes, max(1, len(ids) // 16))
 
 
 def _take(notes: list[str]) -> list[str]:
