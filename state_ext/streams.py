@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from state_ext.errors import InvalidInputError
-from state_ext.guard import bookmarks, order_key
+from state_ext.guard import NONE, bookmarks, order_key
+from state_ext.guard import _compact as compact  # one spelling of values for guard and us
+from state_ext.guard import _shown as shown
 from state_ext.model import Envelope, canonical_json, copy_json
 
 IN_FLIGHT = ("progress_markers", "replication_key_signpost", "starting_replication_value")
 SDK_KEYS = ("replication_key", "replication_key_value", "partitions", "context", *IN_FLIGHT)
-NONE = "(none)"
 
 
 @dataclass
@@ -48,17 +49,6 @@ class StreamRow:
                 "replication_key_value": self.replication_key_value,
                 "partition_count": len(self.partitions), "partitions": self.partitions,
                 "in_flight": self.in_flight, "from": self.source, "other_keys": self.other}
-
-
-def compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-
-
-def shown(value: Any) -> str:
-    """A value as one short token: strings bare, everything else as compact JSON."""
-    if value is NONE or isinstance(value, str):
-        return str(value)
-    return compact(value)
 
 
 def stream_marks(state: dict) -> dict:
