@@ -106,9 +106,23 @@ def _s3_code(exc: BaseException) -> str:
 
 class S3Store(AsyncStore):
     service = "S3"
+    _client_ready = False
 
     async def _call(self, method: str, **kwargs):
+        if not self._client_ready:
+            await self._without_expect_continue()
         return await self.fs._call_s3(method, Bucket=self.bucket, **kwargs)
+
+    async def _without_expect_continue(self) -> None:
+        """botocore sends every PutObject with "Expect: 100-continue"; aiohttp then waits
+        for the "100 Continue" with no timeout at all, so a frozen endpoint would hold a
+        write forever. Our bodies are a few kilobytes: send them at once, and the read
+        timeout bounds the request."""
+        from botocore.handlers import add_expect_header
+
+        client = await self.fs.set_session()
+        client.meta.events.unregister("before-call.s3", add_expect_header)
+        self._client_ready = True
 
     async def list_keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
