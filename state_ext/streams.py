@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from state_ext.errors import InvalidInputError
-from state_ext.guard import NONE, bookmarks, order_key
-from state_ext.guard import _compact as compact  # one spelling of values for guard and us
-from state_ext.guard import _shown as shown
+from state_ext.guard import NONE, bookmarks, compact, order_key, shown  # guard's spelling
 from state_ext.model import Envelope, canonical_json, copy_json
 
 IN_FLIGHT = ("progress_markers", "replication_key_signpost", "starting_replication_value")

@@ -67,15 +67,20 @@ def streams(
         table.append((row.stream, _cell(row.replication_key), _cell(row.replication_key_value),
                       str(len(row.partitions)), ",".join(row.in_flight) or "-", row.source,
                       layout.compact(row.other) if row.other else "-"))
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
-    lines = ["  ".join([*(c.ljust(w) for c, w in zip(line, widths)), line[-1]]).rstrip()
-             for line in table] if found else []
+    lines = _aligned(table) if found else []
     lines += [f"singer_state.{key}: {layout.compact(value)}" if key != "(state)"
               else f"(no singer_state): {layout.compact(value)}" for key, value in opaque.items()]
     if not lines:
         log().info(f"No streams in the state of {state_id}")
         return
     out("\n".join(lines))
+
+
+def _aligned(table: list[tuple[str, ...]]) -> list[str]:
+    """Columns padded to their widest cell (the last one left as it is)."""
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
+    return ["  ".join([*(cell.ljust(width) for cell, width in zip(line, widths, strict=False)),
+                       line[-1]]).rstrip() for line in table]
 
 
 def _cell(value) -> str:
