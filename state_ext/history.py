@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from state_ext import strict_json
 from state_ext.guard import bookmarks, effective
 from state_ext.model import Envelope, canonical_json, deep_merge
 
@@ -63,7 +64,8 @@ def from_snapshots(store, state_id: str, warn) -> list[Version]:
     for info in list_snapshots(store, with_meta=False):
         data = store.read(info.name)
         try:
-            document = json.loads(gzip.decompress(data or b""))
+            document = strict_json.loads(gzip.decompress(data or b""),
+                                         max_depth=strict_json.MAX_DEPTH + 2, max_bytes=None)
             entry = document.get(state_id) if isinstance(document, dict) else None
         except (OSError, EOFError, ValueError):
             warn(f"Snapshot {info.name} is corrupt or truncated; skipped")
@@ -97,7 +99,11 @@ def from_runs(project_settings, state_id: str) -> list[Version]:
         if not payload or not flags:
             continue
         try:
-            value = json.loads(payload) if isinstance(payload, str) else payload
+            if isinstance(payload, str):
+                value = strict_json.loads(payload)
+            else:
+                strict_json.check_value(payload)
+                value = payload
         except ValueError:
             continue
         if not isinstance(value, dict):

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from state_ext import strict_json
 from state_ext.errors import InvalidInputError
 from state_ext.model import Envelope
 from state_ext.snapshot_stores import SnapshotStore, open_store
@@ -236,7 +237,7 @@ def _meta(data: bytes | None) -> dict:
     if not data:
         return {}
     try:
-        meta = json.loads(data)
+        meta = strict_json.loads(data, max_bytes=None)
     except ValueError:
         return {}
     return meta if isinstance(meta, dict) else {}
@@ -301,7 +302,7 @@ def load_states(store: SnapshotStore, info: SnapshotInfo, *, warn=None,
 
 def _shape_checked(text: str, where: str) -> dict[str, Envelope]:
     try:
-        document = json.loads(text)
+        document = strict_json.loads(text, max_depth=strict_json.MAX_DEPTH + 2, max_bytes=None)
     except ValueError as exc:
         raise InvalidInputError(f"{where} is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
