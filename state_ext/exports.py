@@ -19,6 +19,7 @@ read, so a store that cannot be read leaves stdout empty.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -30,6 +31,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
+from state_ext import posix_io
 from state_ext.errors import InvalidInputError, OutputTooWideError
 from state_ext.model import Envelope
 
@@ -109,24 +111,20 @@ def write_in_folder(states: Iterator[tuple[str, Envelope]], folder: Path,
 
 
 def _write_temporary(states, folder: Path, name: str) -> tuple[str, int]:
-    """The document in a fsynced temporary file of ``folder`` (created if missing)."""
+    """The compact document in a fsynced temporary file of ``folder`` (created if missing)."""
+    counted = {}
+
+    def write(raw) -> None:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
+        counted["states"] = write_compact(states, text)
+        text.flush()
+        text.detach()
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        temporary = posix_io.write_temporary(folder, f".{name}.", write, suffix=".tmp")
     except OSError as exc:
         raise _cannot_write(folder / name, exc) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            count = write_compact(states, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException as exc:
-        with suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(exc, OSError):
-            raise _cannot_write(folder / name, exc) from None
-        raise
-    return temporary, count
+    return temporary, counted["states"]
 
 
 def _cannot_write(path: Path, exc: OSError) -> InvalidInputError:

@@ -18,7 +18,6 @@ an object visible only once it is complete.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -109,27 +108,13 @@ class FolderStore(SnapshotStore):
         except OSError:
             return None
 
-    def _temporary(self, name: str) -> tuple[int, str]:
+    def _write_temporary(self, name: str, write: Writer) -> str:
+        from state_ext import posix_io
+
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            return tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{name}.", dir=self.folder)
+            return posix_io.write_temporary(self.folder, f"{TEMP_PREFIX}{name}.", write)
         except OSError as exc:
             raise self._fail(f"write {name}", exc) from None
-
-    def _write_temporary(self, name: str, write: Writer) -> str:
-        fd, temporary = self._temporary(name)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except BaseException as exc:
-            with suppress(OSError):
-                os.unlink(temporary)
-            if isinstance(exc, OSError):
-                raise self._fail(f"write {name}", exc) from None
-            raise
-        return temporary
 
     def create(self, names: Callable[[], str], write: Writer) -> str:
         name = names()
