@@ -23,6 +23,8 @@ rule                    severity  finding
                                   was interrupted or its tap did not finalise its state
 ``no-replication-key``  warning   a ``replication_key_value`` without its ``replication_key``
 ``stale``               warning   with ``--max-age``: a timestamp bookmark older than that
+``stale-lock``          warning   (file:// and object stores) a lock object older than
+                                  ``lock_timeout_seconds``: a writer crashed holding it
 ======================  ========  =============================================================
 
 Other layouts (legacy taps' ``currently_syncing``, ``version``, log positions, bookmarks
@@ -251,5 +253,19 @@ def run_check(backend, pattern: str | None, max_age: timedelta | None,
     for state_id, envelope, error, notes in read_all(backend, pattern):
         count += 1
         findings.extend(check_state(state_id, envelope, error, notes, now, max_age))
+    findings.extend(_lock_findings(backend, pattern))
     findings.sort(key=lambda f: f.state_id)  # stable: each state's own order is kept
     return count, findings
+
+
+def _lock_findings(backend, pattern: str | None) -> list[Finding]:
+    """Locks older than their timeout, where the backend keeps lock objects."""
+    from state_ext import lock_tools
+
+    if not lock_tools.supported(backend):
+        return []
+    timeout = backend.settings.lock_timeout_seconds
+    return [Finding(info.state_id, WARNING, "stale-lock",
+                    f"lock older than lock_timeout_seconds ({timeout:g} s), left by a writer "
+                    f"that crashed? ({info.location})", value=info.describe())
+            for info in lock_tools.read_locks(backend, pattern) if info.stale]

@@ -238,3 +238,67 @@ def check(
     if failed:
         raise health.CheckFailed(summary)
     log().info(summary)
+
+
+@commands.command()
+def locks(
+    pattern: Annotated[str | None, typer.Option(
+        help="Only state IDs matching this fnmatch pattern, e.g. 'prod:*'.")] = None,
+    output_format: FormatOption = ListFormat.text,
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Every lock object (file:// and object stores): state ID, live or stale by
+    lock_timeout_seconds, age, and its path or key."""
+    from state_ext import lock_tools
+
+    with state_backend(uri, project_root) as backend:
+        found = lock_tools.read_locks(backend, pattern)
+        timeout = backend.settings.lock_timeout_seconds
+    if output_format is ListFormat.json:
+        out(json.dumps({"lock_timeout_seconds": timeout,
+                        "locks": [info.to_dict() for info in found]}))
+    elif found:
+        out("\n".join(_aligned([("state_id", "status", "age", "location"),
+                                *[info.cells() for info in found]])))
+    else:
+        log().info("No locks found.")
+
+
+@commands.command()
+def unlock(
+    state_id: StateIdArgument,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Remove a live lock too, without asking (only when no run holds "
+        "it).")] = False,
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Remove the lock a crashed writer left: a stale one at once, a live one only after
+    a prompt naming its age (or --force); never a lock taken after it was shown."""
+    from state_ext import lock_tools
+    from state_ext.errors import BackendError, InvalidInputError
+    from state_ext.state_ids import validate_state_id
+
+    validate_state_id(state_id)
+    with state_backend(uri, project_root) as backend:
+        lock_tools.require_support(backend)
+        shown = lock_tools.read_lock(backend, state_id)
+        if shown is None:
+            raise InvalidInputError(f"No lock for state ID {state_id!r} in {backend.label}")
+        timeout = backend.settings.lock_timeout_seconds
+        status = "stale" if shown.stale else "live"
+        log().info(f"Lock of {state_id} ({shown.location}): {shown.describe()}; {status} "
+                   f"(lock_timeout_seconds {timeout:g})")
+        if not shown.stale:
+            confirm(f"The lock of {state_id} is live ({shown.describe()}): a Meltano or "
+                    "state-ext process may be writing this state. Remove it anyway?", force,
+                    what=f"remove the live lock of {state_id}")
+        now = lock_tools.remove(backend, shown)
+    if lock_tools.same(now, shown):
+        raise BackendError(f"The lock of {state_id} could not be removed ({shown.location})")
+    if now is not None:
+        log().warning(f"Removed the lock of {state_id} that was shown; another process has "
+                      f"locked it since ({now.describe()}), and that lock was left alone")
+        return
+    log().info(f"Removed the {status} lock of {state_id}")
