@@ -269,3 +269,83 @@ def _lock_findings(backend, pattern: str | None) -> list[Finding]:
                     f"lock older than lock_timeout_seconds ({timeout:g} s), left by a writer "
                     f"that crashed? ({info.location})", value=info.describe())
             for info in lock_tools.read_locks(backend, pattern) if info.stale]
+
+
+# -- doctor: can this backend be used at all? ---------------------------------------------
+@dataclass
+class Step:
+    """One probe of ``doctor``: ok True/False, or None when skipped."""
+
+    name: str
+    ok: bool | None
+    millis: float | None
+    detail: str
+
+    def line(self) -> str:
+        status = {True: "ok", False: "FAILED", None: "skipped"}[self.ok]
+        took = "" if self.millis is None else f"{self.millis:.0f} ms"
+        return f"{self.name:<10} {status:<8} {took:>8}  {self.detail}"
+
+    def to_dict(self) -> dict:
+        return {"step": self.name, "ok": self.ok, "millis": self.millis, "detail": self.detail}
+
+
+def probe(backend) -> list[Step]:
+    """List, read, write, read back and delete a scratch state, each timed; a failed step
+    skips those that need it. The scratch ID cannot collide with a pipeline's."""
+    import os
+    from time import perf_counter
+
+    steps: list[Step] = []
+
+    def timed(name, action, detail):
+        started = perf_counter()
+        try:
+            result = action()
+        except StateExtError as exc:
+            steps.append(Step(name, False, (perf_counter() - started) * 1000, exc.message))
+            return _UNSET
+        steps.append(Step(name, True, (perf_counter() - started) * 1000, detail(result)))
+        return result
+
+    ids = timed("list", backend.list_ids, lambda found: f"{len(found)} state(s)")
+    if ids is _UNSET:
+        return steps + [Step(n, None, None, "the store could not be listed")
+                        for n in ("read", "write", "delete")]
+    if ids:
+        timed("read", lambda: backend.get(ids[0]), lambda _: f"state {ids[0]!r}")
+    else:
+        steps.append(Step("read", None, None, "no state to read"))
+    scratch = f"state-ext-doctor:{os.getpid()}-{os.urandom(4).hex()}"
+    written = Envelope.complete({"singer_state": {"bookmarks": {}}})
+    if timed("write", lambda: backend.put(scratch, written),
+             lambda _: f"scratch state {scratch!r} (under its lock)") is _UNSET:
+        return steps + [Step("delete", None, None, "nothing was written")]
+    back = timed("read back", lambda: backend.get(scratch), lambda _: "")
+    if back is not _UNSET:
+        same = back is not None and back.canonical() == written.canonical()
+        steps[-1].ok, steps[-1].detail = same, "as written" if same else "differs"
+    timed("delete", lambda: backend.delete(scratch), lambda _: f"scratch state {scratch!r}")
+    return steps
+
+
+def hints(settings, given_uri: str | None, steps: list[Step]) -> list[str]:
+    """Common mistakes, judged from the settings and what the probes saw."""
+    from state_ext.backends import is_database_url
+    from state_ext.settings import redact_uri, uri_scheme
+
+    found = []
+    scheme = uri_scheme(settings.uri)
+    if given_uri is None and is_database_url(scheme):
+        found.append(
+            "state_backend.uri is a database URL: Meltano does not accept one there (it "
+            "looks for an add-on named after the scheme). Keep state_backend.uri systemdb and "
+            "set database_uri (MELTANO_DATABASE_URI) to that database")
+    listed = next((s for s in steps if s.name == "list"), None)
+    if scheme == "systemdb" and listed is not None and listed.ok and \
+            listed.detail.startswith("0 "):
+        found.append(
+            f"No state in the system database {redact_uri(settings.database_uri or '')}: "
+            "database_uri only chooses Meltano's own database; if your state lives elsewhere "
+            "set state_backend.uri (MELTANO_STATE_BACKEND_URI)")
+    return found

@@ -302,3 +302,37 @@ def unlock(
                       f"locked it since ({now.describe()}), and that lock was left alone")
         return
     log().info(f"Removed the {status} lock of {state_id}")
+
+
+@commands.command()
+def doctor(
+    output_format: FormatOption = ListFormat.text,
+    uri: UriOption = None,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Contact the backend with the resolved settings: can it list, read, write and delete
+    (a scratch state it removes), how long each takes, and hints for common mistakes."""
+    from state_ext import health
+    from state_ext.errors import StateExtError
+    from state_ext.settings import ProjectSettings
+
+    steps, settings = [], None
+    try:
+        settings = ProjectSettings(project_root).backend_settings(uri)
+        with state_backend(uri, project_root) as backend:
+            label = backend.label
+            steps = health.probe(backend)
+    except StateExtError as exc:
+        label = "(not opened)"
+        steps.append(health.Step("open", False, None, exc.message))
+    advice = health.hints(settings, uri, steps) if settings is not None else []
+    failed = sum(1 for step in steps if step.ok is False)
+    if output_format is ListFormat.json:
+        out(json.dumps({"backend": label, "ok": not failed,
+                        "steps": [step.to_dict() for step in steps], "hints": advice}))
+    else:
+        out("\n".join([f"backend    {label}", *(step.line() for step in steps),
+                       *(f"hint: {text}" for text in advice)]))
+    if failed:
+        raise health.CheckFailed(f"doctor: {failed} step(s) failed on {label}")
+    log().info(f"doctor: {label} can be listed, read, written and deleted")
