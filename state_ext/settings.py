@@ -271,6 +271,10 @@ class ProjectSettings:
             if key in store and store[key] is not None:
                 value = self.expand(store[key])
                 if value is not None:
+                    if is_sensitive(name):
+                        from state_ext import redact
+
+                        redact.remember(str(value))
                     return SettingValue(name, value, source, env_var, is_sensitive(name))
         default = self.default(name)
         source = "default" if default is not None else "unset"
