@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.cli import clean_env, state_ext
 from tests.support.emulators import StoreCase, free_port, s3_server  # noqa: F401 - fixture
+from tests.test_streams_cli import unreachable_s3_env
 
 STEPS = ["list", "read", "write", "read back", "delete"]
 
@@ -39,12 +40,7 @@ def test_every_probe_passes_and_nothing_is_left(reachable, tmp_path):
 
 
 def test_an_unreachable_store_fails_at_the_listing(tmp_path):
-    env = clean_env(MELTANO_STATE_BACKEND_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
-                    MELTANO_STATE_BACKEND_S3_AWS_ACCESS_KEY_ID="key-id",
-                    MELTANO_STATE_BACKEND_S3_AWS_SECRET_ACCESS_KEY="very-secret-value",
-                    MELTANO_STATE_BACKEND_S3_TIMEOUT_SECONDS="2",
-                    MELTANO_STATE_BACKEND_S3_MAX_ATTEMPTS="0",
-                    AWS_EC2_METADATA_DISABLED="true", AWS_DEFAULT_REGION="us-east-1")
+    env = unreachable_s3_env("very-secret-value")
     result = state_ext("doctor", "--uri", "s3://bucket/state", "--format", "json",
                        cwd=tmp_path, env=env, check=False)
     assert result.returncode == 1

@@ -120,13 +120,18 @@ def test_wrong_arguments_exit_2(store):
     assert store.export() == before
 
 
+def unreachable_s3_env(secret: str) -> dict:
+    """S3 settings pointing at a port nobody listens on, with short timeouts."""
+    return clean_env(MELTANO_STATE_BACKEND_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+                     MELTANO_STATE_BACKEND_S3_AWS_ACCESS_KEY_ID="key-id",
+                     MELTANO_STATE_BACKEND_S3_AWS_SECRET_ACCESS_KEY=secret,
+                     MELTANO_STATE_BACKEND_S3_TIMEOUT_SECONDS="2",
+                     MELTANO_STATE_BACKEND_S3_MAX_ATTEMPTS="0",
+                     AWS_EC2_METADATA_DISABLED="true", AWS_DEFAULT_REGION="us-east-1")
+
+
 def test_unreachable_store_is_one_line(tmp_path):
-    env = clean_env(MELTANO_STATE_BACKEND_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
-                    MELTANO_STATE_BACKEND_S3_AWS_ACCESS_KEY_ID="k",
-                    MELTANO_STATE_BACKEND_S3_AWS_SECRET_ACCESS_KEY="secret-value-xyz",
-                    MELTANO_STATE_BACKEND_S3_TIMEOUT_SECONDS="2",
-                    MELTANO_STATE_BACKEND_S3_MAX_ATTEMPTS="0",
-                    AWS_EC2_METADATA_DISABLED="true", AWS_DEFAULT_REGION="us-east-1")
+    env = unreachable_s3_env("secret-value-xyz")
     for args in (["streams", "a"], ["reset", "a", "s", "--force"],
                  ["bookmark", "a", "s", "--value", "1", "--force"], ["check"]):
         result = state_ext(*args, "--uri", "s3://bucket/state", cwd=tmp_path, env=env,

@@ -15,24 +15,19 @@ import pytest
 from tests.support.cli import STATE_EXTENSION, clean_env, meltano, state_ext
 from tests.support.project import write_project
 from tests.support.terminal import run_at_terminal
+from tests.test_safety_meltano import plugins as safety_plugins
 
 pytestmark = pytest.mark.meltano
 
-SINGER = Path(__file__).resolve().parent / "support" / "singer"
 STATE_ID = "dev:tap-mini-to-target-mini"
 
 
 def plugins() -> dict:
-    return {
-        "extractors": [{"name": "tap-mini", "namespace": "tap_mini",
-                        "executable": str(SINGER / "tap_mini.py"), "capabilities": ["state"]}],
-        "loaders": [{"name": "target-mini", "namespace": "target_mini",
-                     "executable": str(SINGER / "target_mini.py")}],
-        "utilities": [{"name": "state-ext", "namespace": "state_ext",
-                       "executable": str(STATE_EXTENSION),
-                       "commands": {"streams": {"args": "streams"},
-                                    "reset": {"args": "reset"}}}],
-    }
+    """tap-mini and target-mini as the safety tests declare them; state-ext's commands here."""
+    found = safety_plugins()
+    found["utilities"][0]["commands"] = {"streams": {"args": "streams"},
+                                         "reset": {"args": "reset"}}
+    return found
 
 
 class Project:
