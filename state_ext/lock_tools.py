@@ -10,7 +10,11 @@ same inode or object version), never a lock another process took meanwhile.
 Built only on the backends' public lock primitives (``read_lock``, ``lock_modified``,
 ``remove_if_unchanged``, ``lock_location``; ``state_ext.backends.locks``) and, to find
 the lock objects, the file backend's ``root`` and the object store's ``store`` listing.
-The system database and add-on backends keep no lock objects.
+The system database keeps no lock objects (it locks rows inside each transaction); what
+blocks a pipeline there after a crash is a ``runs`` row left in state RUNNING ("pipeline
+already running"), so ``locks`` lists those rows with their last heartbeat, stale by
+Meltano's own rule (no heartbeat for 5 minutes, or a row without heartbeats started more
+than 24 hours ago). Add-on backends keep their locks out of sight.
 """
 
 from __future__ import annotations
@@ -57,8 +61,9 @@ def supported(backend) -> bool:
 def require_support(backend) -> None:
     if not supported(backend):
         raise ConfigurationError(
-            f"{backend.label} keeps no lock objects: locks and unlock work on file:// and "
-            "object stores (the system database locks rows inside each transaction)")
+            f"{backend.label} keeps no lock objects: unlock works on file:// and object "
+            "stores (the system database locks rows inside each transaction; `locks` shows "
+            "its runs rows left RUNNING)")
 
 
 def lock_ids(backend, pattern: str | None = None) -> list[str]:
@@ -127,3 +132,77 @@ def remove(backend, shown: LockInfo) -> LockInfo | None:
 def same(one: LockInfo | None, other: LockInfo | None) -> bool:
     return one is not None and other is not None and \
         (one.content, one.marker) == (other.content, other.marker)
+
+
+# -- the system database: runs rows left RUNNING -----------------------------------------
+HEARTBEAT_VALID = 5 * 60  # Meltano's HEARTBEAT_VALID_MINUTES
+HEARTBEATLESS_VALID = 24 * 3600  # Meltano's HEARTBEATLESS_JOB_VALID_HOURS
+
+
+@dataclass
+class RunningRun:
+    state_id: str
+    run_row: int
+    run_id: str
+    started_at: str | None
+    last_heartbeat_at: str | None
+    age: float | None  # seconds since the last heartbeat (or the start, without any)
+    stale: bool
+
+    def cells(self) -> tuple[str, str, str, str]:
+        age = "?" if self.age is None else f"{self.age:.0f}s"
+        beat = self.last_heartbeat_at or "no heartbeat"
+        return (self.state_id, "stale" if self.stale else "live", age,
+                f"runs row {self.run_row} RUNNING (run {self.run_id}, last heartbeat {beat})")
+
+    def to_dict(self) -> dict:
+        return {"state_id": self.state_id, "run_row": self.run_row, "run_id": self.run_id,
+                "started_at": self.started_at, "last_heartbeat_at": self.last_heartbeat_at,
+                "age_seconds": None if self.age is None else round(self.age, 3),
+                "stale": self.stale}
+
+
+def running_runs(backend, pattern: str | None = None) -> list[RunningRun]:
+    """``runs`` rows in state RUNNING, read through the system database backend's engine."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with backend.engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT id, job_name, run_id, started_at, last_heartbeat_at FROM runs "
+                "WHERE state = 'RUNNING' ORDER BY job_name, id")).all()
+    except SQLAlchemyError as exc:
+        raise BackendError(f"{backend.label}: cannot read the runs table: "
+                           f"{str(exc).splitlines()[0]}") from None
+    now = time.time()
+    found = []
+    for row_id, state_id, run_id, started, beat in rows:
+        if not matches(state_id, pattern):
+            continue
+        since = _epoch(beat) if beat is not None else _epoch(started)
+        age = None if since is None else now - since
+        limit = HEARTBEAT_VALID if beat is not None else HEARTBEATLESS_VALID
+        found.append(RunningRun(state_id, row_id, str(run_id), _text(started), _text(beat),
+                                age, stale=age is not None and age > limit))
+    return found
+
+
+def _epoch(value) -> float | None:
+    """A stored time (naive means UTC, as Meltano writes it) as epoch seconds."""
+    from datetime import datetime, timezone
+
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)

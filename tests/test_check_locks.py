@@ -111,10 +111,14 @@ def test_bad_input_is_one_line(case, tmp_path):
     missing = case.run("unlock", "dev:none", check=False)
     assert missing.returncode == 1
     assert missing.stderr.strip() == f"No lock for state ID 'dev:none' in {case.uri}"
-    db = state_ext("locks", "--uri", f"sqlite:///{tmp_path}/meltano.db", cwd=tmp_path,
-                   env=clean_env(), check=False)
+    db_uri = f"sqlite:///{tmp_path}/meltano.db"
+    db = state_ext("unlock", "dev:a", "--uri", db_uri, cwd=tmp_path, env=clean_env(),
+                   check=False)
     assert db.returncode == 1
     assert db.stderr.strip() == (
-        f"systemdb (sqlite:///{tmp_path}/meltano.db) keeps no lock objects: locks and unlock "
-        "work on file:// and object stores (the system database locks rows inside each "
-        "transaction)")
+        f"systemdb ({db_uri}) keeps no lock objects: unlock works on file:// and object stores "
+        "(the system database locks rows inside each transaction; `locks` shows its runs rows "
+        "left RUNNING)")
+    no_db = state_ext("locks", "--uri", db_uri, cwd=tmp_path, env=clean_env(), check=False)
+    assert no_db.returncode == 1
+    assert no_db.stderr.strip().startswith(f"System database not found at {tmp_path}/meltano.db")

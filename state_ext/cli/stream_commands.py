@@ -249,18 +249,25 @@ def locks(
     project_root: ProjectRootOption = None,
 ) -> None:
     """Every lock object (file:// and object stores): state ID, live or stale by
-    lock_timeout_seconds, age, and its path or key."""
+    lock_timeout_seconds, age, and its path or key; on the system database, Meltano's runs
+    rows left RUNNING, stale by Meltano's heartbeat rule."""
     from state_ext import lock_tools
 
     with state_backend(uri, project_root) as backend:
-        found = lock_tools.read_locks(backend, pattern)
         timeout = backend.settings.lock_timeout_seconds
+        if lock_tools.supported(backend):
+            found, runs = lock_tools.read_locks(backend, pattern), []
+        elif hasattr(backend, "engine"):  # the system database: its RUNNING runs rows
+            found, runs = [], lock_tools.running_runs(backend, pattern)
+        else:
+            lock_tools.require_support(backend)
     if output_format is ListFormat.json:
         out(json.dumps({"lock_timeout_seconds": timeout,
-                        "locks": [info.to_dict() for info in found]}))
-    elif found:
+                        "locks": [info.to_dict() for info in found],
+                        "running": [run.to_dict() for run in runs]}))
+    elif found or runs:
         out("\n".join(_aligned([("state_id", "status", "age", "location"),
-                                *[info.cells() for info in found]])))
+                                *[info.cells() for info in [*found, *runs]]])))
     else:
         log().info("No locks found.")
 

@@ -22,12 +22,14 @@ message then carries every stream's bookmark (``replication_key`` ``id``,
 ``replication_key_value`` the last id, ``new`` the records since the bookmark) and keeps the
 bookmarks of streams it did not emit. ``$TAP_MINI_RECORDS_FILE``, when set, receives one JSON
 line per record emitted: ``{"stream": ..., "id": ..., "context": ...}``.
+``$TAP_MINI_SLEEP=N`` waits N seconds before emitting anything (a run that is still going).
 """
 
 import argparse
 import json
 import os
 import sys
+import time
 
 
 def emit(message):
@@ -57,6 +59,8 @@ def main():
         emit_catalog(stream)
         return
 
+    if os.environ.get("TAP_MINI_SLEEP"):
+        time.sleep(float(os.environ["TAP_MINI_SLEEP"]))
     if os.environ.get("TAP_MINI_STREAMS") or os.environ.get("TAP_MINI_PARTITIONED"):
         emit_streams(state, total)
         return
