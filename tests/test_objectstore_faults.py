@@ -51,7 +51,7 @@ def env_through(store: StoreCase, proxy_url: str, uri: str, **extra: str) -> dic
     env = {k: v.replace(store.server.url, proxy_url)
            for k, v in store.settings_env(uri).items()}
     ns = namespace(store)
-    return clean_env(**env, **{f"MELTANO_STATE_BACKEND_{ns}_TIMEOUT_SECONDS": "3",
+    return clean_env(**env, **{f"MELTANO_STATE_BACKEND_{ns}_TIMEOUT_SECONDS": "8",
                                f"MELTANO_STATE_BACKEND_{ns}_MAX_ATTEMPTS": "1"}, **extra)
 
 

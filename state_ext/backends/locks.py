@@ -166,6 +166,14 @@ class _Refusals:
         return self.WAIT
 
 
+def _ours(current: tuple[str, Any] | None, content: str) -> bool:
+    """The lock found is the one we just tried to create: the SDK retried a create whose
+    first attempt landed but whose answer was lost (a dropped connection), and the retry
+    was refused because the object exists. Our content is a microsecond timestamp of this
+    attempt, so no other writer's lock holds it."""
+    return current is not None and current[0] == content
+
+
 @contextmanager
 def hold_lock(primitives: LockPrimitives, state_id: str, *, timeout: float, retry: float,
               where: str, warn: Callable[[str], None] | None = None):
@@ -178,8 +186,11 @@ def hold_lock(primitives: LockPrimitives, state_id: str, *, timeout: float, retr
     """
     refusals = _Refusals(state_id, where, timeout, retry,
                          primitives.lock_location(state_id), warn)
-    while (held := primitives.try_create(state_id, lock_content())) is None:
+    while (held := primitives.try_create(state_id, content := lock_content())) is None:
         current = primitives.read_lock(state_id)
+        if _ours(current, content):
+            held = HeldLock(content, current[1])
+            break
         modified = primitives.lock_modified(state_id) if refusals.needs_modified(current) \
             else None
         step = refusals.next_step(current, modified)
@@ -208,6 +219,9 @@ async def hold_lock_async(create, read, remove, *, state_id: str, timeout: float
     refusals = _Refusals(state_id, where, timeout, retry, location, warn)
     while (marker := await create(content := lock_content())) is None:
         current = await read()
+        if _ours(current, content):
+            marker = current[1]
+            break
         when = await modified() if modified is not None and refusals.needs_modified(current) \
             else None
         step = refusals.next_step(current, when)
