@@ -59,21 +59,22 @@ def stream_marks(state: dict) -> dict:
 
 
 def rows(envelope: Envelope) -> tuple[list[StreamRow], dict]:
-    """The streams of the effective state, and its opaque (non-SDK) ``singer_state`` keys."""
+    """The streams of the effective state, and its opaque (non-SDK) values by path."""
     state = envelope.effective()
-    singer = state.get("singer_state") if isinstance(state, dict) else None
-    opaque: dict = {}
+    singer = state.get("singer_state")
+    opaque: dict = {}  # path in the state -> value
     if isinstance(singer, dict):
-        opaque = {k: v for k, v in singer.items() if k != "bookmarks"}
+        opaque = {f"singer_state.{k}": v for k, v in singer.items() if k != "bookmarks"}
         marks = singer.get("bookmarks")
-        if marks is not None and not isinstance(marks, dict):
-            opaque["bookmarks"] = marks
-        elif isinstance(marks, dict):
-            opaque.update({f"bookmarks.{k}": v for k, v in marks.items()
+        if isinstance(marks, dict):
+            opaque.update({f"singer_state.bookmarks.{k}": v for k, v in marks.items()
                            if not isinstance(v, dict)})
-    elif singer is not None or state:
-        opaque = {"singer_state" if "singer_state" in state else "(state)":
-                  singer if "singer_state" in state else state}
+        elif marks is not None:
+            opaque["singer_state.bookmarks"] = marks
+    elif singer is not None:
+        opaque["singer_state"] = singer
+    elif "singer_state" not in state and state:
+        opaque["(no singer_state)"] = state
     completed, partial = stream_marks(envelope.completed), stream_marks(envelope.partial)
     found = []
     for name, mark in stream_marks(state).items():

@@ -186,7 +186,10 @@ def test_other_layouts_are_opaque_and_never_fail(store):
     store.set("odd", odd)
     shown = store.run("streams", "odd", "--format", "json").json()
     assert [s["stream"] for s in shown["streams"]] == ["b"]
-    assert shown["other_keys"] == {"position": {"file": "bin.001", "pos": 4}, "bookmarks.a": 3}
+    assert shown["other_keys"] == {"singer_state.position": {"file": "bin.001", "pos": 4},
+                                   "singer_state.bookmarks.a": 3}
+    store.run("set", "--force", "--no-validate", "odd", '{"singer_state": ["x"]}')
+    assert store.run("streams", "odd").stdout == 'singer_state: ["x"]\n'
     store.run("set", "--force", "--no-validate", "bare", '{"cursor": 5}')
     assert store.run("streams", "bare").stdout == '(no singer_state): {"cursor":5}\n'
 

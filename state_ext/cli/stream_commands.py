@@ -68,8 +68,7 @@ def streams(
                       str(len(row.partitions)), ",".join(row.in_flight) or "-", row.source,
                       layout.compact(row.other) if row.other else "-"))
     lines = _aligned(table) if found else []
-    lines += [f"singer_state.{key}: {layout.compact(value)}" if key != "(state)"
-              else f"(no singer_state): {layout.compact(value)}" for key, value in opaque.items()]
+    lines += [f"{path}: {layout.compact(value)}" for path, value in opaque.items()]
     if not lines:
         log().info(f"No streams in the state of {state_id}")
         return
