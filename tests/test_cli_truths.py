@@ -147,3 +147,33 @@ def test_debug_logs_keep_sdk_wire_traffic_out(tmp_path, s3_server):  # noqa: F81
     loud = state_ext("--log-level", "debug", "--sdk-log-level", "debug", "list", "--uri", uri,
                      cwd=tmp_path, env=env)
     assert len(lines(loud.stderr)) > 20, loud.stderr  # asked for, the SDKs speak
+
+
+def test_unwritable_system_database_is_found_before_any_write(tmp_path, immutable):
+    """A read-only SQLite system database: one line, and the check itself leaves no row."""
+    import sqlite3
+
+    seed_file_store(tmp_path / "src", {"a": envelope(1)})
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "meltano.yml").write_text("project_id: t\ndefault_environment: dev\n")
+    db = immutable / "meltano.db"
+    subprocess.run(["chattr", "-i", str(immutable)], capture_output=True)
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE state (state_id VARCHAR(900) NOT NULL PRIMARY KEY, "
+                     "partial_state VARCHAR, completed_state VARCHAR, updated_at DATETIME)")
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(db), str(immutable)], check=True)
+    else:
+        db.chmod(0o444)
+    env = clean_env(MELTANO_DATABASE_URI=f"sqlite:///{db}")
+    try:
+        result = state_ext("migrate", "--uri", f"file://{tmp_path}/src", "--to", "systemdb",
+                           cwd=project, env=env, check=False)
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], capture_output=True)
+    assert result.returncode == 1, str(result)
+    errors = [x for x in lines(result.stderr) if "migrating state" not in x]
+    assert len(errors) == 1 and "does not accept writes" in errors[0], str(result)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM state").fetchone() == (0,)

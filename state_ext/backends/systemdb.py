@@ -291,6 +291,23 @@ class SystemDbBackend(StateBackend):
                 conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:id))"), {"id": state_id})
             yield _DbSlot(self, conn, state_id)
 
+    def check_writable(self) -> None:
+        """One scratch row inserted and rolled back: the database must take a write (a
+        read-only file, a role without INSERT fail here), and nothing stays, even if the
+        process dies meanwhile."""
+        import os
+
+        scratch = f"state-ext-write-check:{os.getpid()}"
+        try:
+            with self._connect(write=True) as conn:
+                savepoint = conn.begin_nested()
+                self._insert(conn, [_row(scratch, Envelope(), datetime.now())])
+                savepoint.rollback()
+        except BackendError as exc:
+            raise BackendError(
+                f"{self.label} does not accept writes, so nothing was written: {exc.message}"
+            ) from None
+
     def put_many(self, states: dict[str, Envelope]) -> int:
         for state_id in states:
             validate_state_id(state_id)
