@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from state_ext.backends.base import StateBackend, digest
-from state_ext.errors import ConfigurationError
+from state_ext.errors import BackendError, ConfigurationError
 from state_ext.model import Envelope
 from state_ext.state_ids import validate_state_id
 
@@ -195,37 +195,43 @@ def transfer(
 
     # 2. write each chunk under the destination's lock, if it still holds what we planned
     # over; 3. read the chunk back at once and compare it with what the source held
-    for done, (chunk, source) in enumerate(_prefetched(src, _chunks(to_write))):
-        states: dict[str, Envelope] = {}
-        origin: dict[str, str] = {}
-        for src_id, dst_id in chunk:
-            envelope = source[src_id]
-            if envelope is None:
-                report.failed[src_id] = "no state at the source (deleted meanwhile?)"
-                continue
-            planned = copied_digest.get(src_id)  # set only for IDs planned from a read
-            if planned is not None and digest(envelope) != planned:
-                report.failed[dst_id] = "the source changed during the migration; run it again"
-                continue
-            states[dst_id], origin[dst_id] = envelope, src_id
-        failures = dst.put_many_checked(
-            states, {d: planned_dst[d] for d in states}, concurrency=concurrency
-        )
-        report.failed.update(failures)
-        ok = [d for d in states if d not in failures]
-        back = _read(dst, ok)
-        for dst_id in ok:
-            if back[dst_id] != states[dst_id]:  # value for value, both halves
-                report.mismatched.append(dst_id)
-                continue
-            if planned_dst[dst_id] is None:
-                report.copied += 1
-            else:
-                report.overwritten += 1
-            if delete_source:  # remember what was copied, to delete only that
-                copied_digest.setdefault(origin[dst_id], digest(states[dst_id]))
-        progress("write", min((done + 1) * CHUNK, len(to_write)), len(to_write))
-    dst.flush()  # what was written is durable before anything leaves the source
+    try:
+        for done, (chunk, source) in enumerate(_prefetched(src, _chunks(to_write))):
+            states: dict[str, Envelope] = {}
+            origin: dict[str, str] = {}
+            for src_id, dst_id in chunk:
+                envelope = source[src_id]
+                if envelope is None:
+                    report.failed[src_id] = "no state at the source (deleted meanwhile?)"
+                    continue
+                planned = copied_digest.get(src_id)  # set only for IDs planned from a read
+                if planned is not None and digest(envelope) != planned:
+                    report.failed[dst_id] = "the source changed during the migration; run it again"
+                    continue
+                states[dst_id], origin[dst_id] = envelope, src_id
+            failures = dst.put_many_checked(
+                states, {d: planned_dst[d] for d in states}, concurrency=concurrency
+            )
+            report.failed.update(failures)
+            ok = [d for d in states if d not in failures]
+            back = _read(dst, ok)
+            for dst_id in ok:
+                if back[dst_id] != states[dst_id]:  # value for value, both halves
+                    report.mismatched.append(dst_id)
+                    continue
+                if planned_dst[dst_id] is None:
+                    report.copied += 1
+                else:
+                    report.overwritten += 1
+                if delete_source:  # remember what was copied, to delete only that
+                    copied_digest.setdefault(origin[dst_id], digest(states[dst_id]))
+            progress("write", min((done + 1) * CHUNK, len(to_write)), len(to_write))
+        dst.flush()  # what was written is durable before anything leaves the source
+    except BackendError as exc:  # the store failed: say how far the run got
+        done = report.copied + report.overwritten
+        raise type(exc)(f"{exc.message}; {done} of {len(to_write)} state(s) were written and "
+                        "verified before the failure; running the same command again "
+                        "completes it") from None
 
     # 4. delete the source, ID by ID, once verified
     if delete_source:

@@ -228,7 +228,7 @@ def test_prefixes_meltano_would_store_literally_are_refused(uri, problem, tmp_pa
 
 def test_store_gone_mid_migrate_is_one_error_line(s3_server, tmp_path):
     """migrate writes concurrently on the event loop: when the destination goes away, no
-    asyncio or aiohttp leftover follows the error (the N of M count is the engine's job)."""
+    asyncio or aiohttp leftover follows the error, and the error says how far it got."""
     store = StoreCase("s3", s3_server)
     bucket = store.new_bucket()
     root = write_project(tmp_path / "project")
@@ -250,3 +250,7 @@ def test_store_gone_mid_migrate_is_one_error_line(s3_server, tmp_path):
     errors = [line for line in stderr.splitlines() if "cannot" in line]
     assert len(errors) == 1 and bucket in errors[0], stderr
     assert any(term in errors[0] for term in USER_TERMS), errors[0]
+    written = re.search(r"; (\d+) of (\d+) state\(s\) were written and verified before the "
+                        r"failure; running the same command again completes it", errors[0])
+    assert written and int(written.group(2)) == len(document()), errors[0]
+    assert int(written.group(1)) <= len(store.keys(bucket))

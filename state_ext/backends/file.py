@@ -148,6 +148,21 @@ class FileBackend(StateBackend, LockPrimitives):
             yield _FileSlot(self, state_id, Path(directory))
 
     # -- bulk writes ----------------------------------------------------------------
+    def check_writable(self) -> None:
+        """One hidden scratch file in the state folder, created then deleted: a read-only
+        folder fails here, in one line, before any state is written. It is no state
+        (Meltano lists ``*/state.json``), even if a crash leaves it behind."""
+        import tempfile
+
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, scratch = tempfile.mkstemp(prefix=".state-ext-write-check-", dir=self._root)
+            os.close(fd)
+            os.unlink(scratch)
+        except OSError as exc:
+            raise BackendError(f"{self.label} does not accept writes, so nothing was written: "
+                               f"cannot create a file in {self._root}: {_describe(exc)}") from None
+
     def put_many(self, states: dict[str, Envelope]) -> int:
         """Import: lock every ID first, so that one lock we cannot take writes nothing."""
         with ExitStack() as held:

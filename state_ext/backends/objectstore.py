@@ -23,6 +23,7 @@ application/json``. Differences, all in the safe direction:
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -305,6 +306,25 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
                 if written:
                     await self.store.put(key, data)
         return None if written else "changed by another process during the operation"
+
+    def check_writable(self) -> None:
+        """One scratch object beside the states, created then deleted: a bucket without
+        write or delete permission fails here, in one line, before any state is written.
+        Its key (``<prefix>/.state-ext-write-check-...``) is no state's: neither Meltano
+        (which lists ``*/state.json`` keys) nor state-ext lists it, even if a crash leaves
+        it behind."""
+        key = f"{self.list_prefix}.state-ext-write-check-{os.getpid()}-{os.urandom(4).hex()}"
+
+        async def probe() -> None:
+            await self.store.put(key, b"")
+            await self.store.delete(key)
+
+        try:
+            self._run("write a scratch object", probe)
+        except BackendError as exc:
+            raise BackendError(
+                f"{self.label} does not accept writes, so nothing was written: {exc.message}"
+            ) from None
 
     def put_many(self, states: dict[str, Envelope]) -> int:
         """Import: every state under its lock, ``WRITE_CONCURRENCY`` in flight."""
