@@ -150,11 +150,11 @@ def from_s3_versions(backend, state_id: str) -> tuple[list[Version], bool]:
         async with response["Body"] as stream:
             return await stream.read()
 
-    versions, markers = backend._run("list object versions", listing)
+    versions, markers = backend.run("list object versions", listing)
     keeps = any(v.get("VersionId") not in (None, "null") for v in versions + markers)
     found = []
     for newer, item in enumerate(versions):  # S3 lists a key's versions newest first
-        data = backend._run("read an object version", body, item["VersionId"])
+        data = backend.run("read an object version", body, item["VersionId"])
         envelope = Envelope.from_stored_json(data, where=f"{key} version {item['VersionId']}")
         found.append(Version(_utc(item["LastModified"]), f"s3:{item['VersionId']}",
                              f"S3 object version {item['VersionId']}", effective(envelope),

@@ -193,7 +193,7 @@ class ObjectSnapshotStore(SnapshotStore):
     def _run(self, what: str, coroutine_function, *args):
         # ObjectStoreBackend._run: the store's loop, its timeouts, one-line errors with
         # the service, bucket and redacted URI.
-        return self.backend._run(what, coroutine_function, *args)
+        return self.backend.run(what, coroutine_function, *args)
 
     def _checked_bucket(self) -> None:
         from state_ext.backends.stores import BucketNotFound

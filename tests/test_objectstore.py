@@ -90,7 +90,7 @@ def test_listing_is_paginated(store, monkeypatch):
     with store.backend(f"{store.scheme}://{bucket}/pp") as backend:
         monkeypatch.setattr(backend.store, "page_size", 40)
         ids = [f"id-{i:04d}" for i in range(130)]
-        backend._run("seed", backend._put_raw_many,
+        backend.run("seed", backend._put_raw_many,
                      {backend.key(i): b'{"completed": {}, "partial": {}}' for i in ids})
         store.write(bucket, "pp-sibling/x/state.json", b"{}")
         calls = []

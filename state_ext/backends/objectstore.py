@@ -128,7 +128,7 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
         return f"{self.list_prefix}{state_id}/{name}"
 
     # -- running and errors -------------------------------------------------------------
-    def _run(self, what: str, coroutine_function, *args, timeout: float | None = None):
+    def run(self, what: str, coroutine_function, *args, timeout: float | None = None):
         """Run a coroutine on the store's loop; any failure is one ``BackendError`` line."""
         if timeout is None:
             timeout = self.connection.timeout * (self.connection.max_attempts + 1) + 10
@@ -162,7 +162,7 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
     # -- reads --------------------------------------------------------------------------
     def list_ids(self, pattern: str | None = None) -> list[str]:
         prefix = self.list_prefix
-        keys = self._run("list state", self._list_keys, prefix)
+        keys = self.run("list state", self._list_keys, prefix)
         found = []
         suffix = "/" + STATE_FILE
         for key in keys:
@@ -180,7 +180,7 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
 
     def get(self, state_id: str) -> Envelope | None:
         validate_state_id(state_id)
-        data = self._run(f"read state {state_id!r}", self._get_checked, self.key(state_id))
+        data = self.run(f"read state {state_id!r}", self._get_checked, self.key(state_id))
         return self._parse(state_id, data)
 
     async def _get_checked(self, key):
@@ -200,7 +200,7 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
         ids = [validate_state_id(s) for s in state_ids]
         for start in range(0, len(ids), READ_CHUNK):
             chunk = ids[start:start + READ_CHUNK]
-            blobs = self._run("read states", self._get_many, [self.key(s) for s in chunk],
+            blobs = self.run("read states", self._get_many, [self.key(s) for s in chunk],
                               timeout=None if len(chunk) < 2 else self._bulk_timeout(len(chunk)))
             for state_id, data in zip(chunk, blobs, strict=True):
                 yield state_id, self._parse(state_id, data)
@@ -269,7 +269,7 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
         if not ids:
             return {}
         lock_wait = self.settings.lock_timeout_seconds + self.settings.lock_retry_seconds
-        reasons = self._run("write states", self._put_checked_many, states, expected,
+        reasons = self.run("write states", self._put_checked_many, states, expected,
                             max(1, concurrency),
                             timeout=self._bulk_timeout(len(ids)) * 3 + lock_wait)
         return {state_id: reason for state_id, reason in zip(ids, reasons, strict=True)
@@ -320,7 +320,7 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
             await self.store.delete(key)
 
         try:
-            self._run("write a scratch object", probe)
+            self.run("write a scratch object", probe)
         except BackendError as exc:
             raise BackendError(
                 f"{self.label} does not accept writes, so nothing was written: {exc.message}"
@@ -366,7 +366,7 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
 
         lock_wait = self.settings.lock_timeout_seconds + self.settings.lock_retry_seconds
         try:
-            self._run(what, every, timeout=self._bulk_timeout(len(ids)) * 3 + lock_wait)
+            self.run(what, every, timeout=self._bulk_timeout(len(ids)) * 3 + lock_wait)
         except StateExtError as exc:
             if len(ids) < 2:
                 raise
@@ -378,19 +378,19 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
 
     # -- lock primitives ------------------------------------------------------------------
     def try_create(self, state_id: str, content: str) -> HeldLock | None:
-        marker = self._run(f"lock state {state_id!r}", self.store.create,
+        marker = self.run(f"lock state {state_id!r}", self.store.create,
                            self.key(state_id, LOCK_FILE), content.encode())
         return None if marker is None else HeldLock(content, marker)
 
     def read_lock(self, state_id: str):
-        return self._run(f"read the lock of {state_id!r}", self._current_lock,
+        return self.run(f"read the lock of {state_id!r}", self._current_lock,
                          self.key(state_id, LOCK_FILE))
 
     def lock_location(self, state_id: str) -> str:
         return f"{self.label.rstrip('/')}/{state_id}/{LOCK_FILE}"
 
     def lock_modified(self, state_id: str) -> float | None:
-        return self._run(f"read the lock of {state_id!r}", self._lock_modified,
+        return self.run(f"read the lock of {state_id!r}", self._lock_modified,
                          self.key(state_id, LOCK_FILE))
 
     async def _lock_modified(self, lock_key: str) -> float | None:
@@ -403,14 +403,14 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
         return None if found is None else (found[0].decode("utf-8", "replace"), found[1])
 
     def remove_if_unchanged(self, state_id: str, content: str, marker) -> None:
-        self._run(f"unlock state {state_id!r}", self.store.delete_if,
+        self.run(f"unlock state {state_id!r}", self.store.delete_if,
                   self.key(state_id, LOCK_FILE), marker)
 
     def close(self) -> None:
         closer = getattr(self.store, "close", None)
         if closer is not None:
             with suppress(StateExtError):
-                self._run("close", closer, timeout=5)
+                self.run("close", closer, timeout=5)
 
 
 class _ObjectSlot(StateSlot):
@@ -422,15 +422,15 @@ class _ObjectSlot(StateSlot):
 
     def write(self, envelope: Envelope) -> None:
         b = self.backend
-        b._run(f"write state {self.state_id!r}", b.store.put, b.key(self.state_id),
+        b.run(f"write state {self.state_id!r}", b.store.put, b.key(self.state_id),
                envelope.to_json().encode("utf-8"))
 
     def delete(self) -> bool:
         b = self.backend
         key = b.key(self.state_id)
-        existed = b._run(f"read state {self.state_id!r}", b.store.exists, key)
+        existed = b.run(f"read state {self.state_id!r}", b.store.exists, key)
         if existed:
-            b._run(f"delete state {self.state_id!r}", b.store.delete, key)
+            b.run(f"delete state {self.state_id!r}", b.store.delete, key)
         return existed
 
 
