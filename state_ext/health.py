@@ -91,12 +91,12 @@ def parse_duration(text: str) -> timedelta:
 
 
 # -- reading the whole store -------------------------------------------------------------
-def read_all(backend, pattern: str | None) -> Iterator[tuple[str, Envelope | None, str | None,
-                                                             list[str]]]:
+def read_all(backend, ids: list[str]) -> Iterator[tuple[str, Envelope | None, str | None,
+                                                       list[str]]]:
     """Every state as ``(id, envelope, error, notes)``: ``error`` when it cannot be read,
     ``notes`` the warnings the backend gave while reading it (a null half).
 
-    One listing, then ``iter_states`` in slices (each one query, or concurrent requests).
+    ``iter_states`` in slices (each one query, or concurrent requests).
     When a state breaks a slice, the state where it stopped is read alone (the stores
     parse in order, so that is usually the bad one) and the rest of the slice goes on in
     slices a sixteenth the size: a bad state costs a few dozen reads again, not a slice.
@@ -104,7 +104,7 @@ def read_all(backend, pattern: str | None) -> Iterator[tuple[str, Envelope | Non
     notes: list[str] = []
     saved, backend.warn = backend.warn, notes.append
     try:
-        yield from _read_ids(backend, backend.list_ids(pattern), notes, SLICE)
+        yield from _read_ids(backend, ids, notes, SLICE)
     finally:
         backend.warn = saved
 
@@ -248,27 +248,32 @@ def _age(delta: timedelta) -> str:
 def run_check(backend, pattern: str | None, max_age: timedelta | None,
               now: datetime | None = None) -> tuple[int, list[Finding]]:
     """Check every state matching ``pattern``: (states checked, findings in store order)."""
+    from state_ext import lock_tools
+
     now = now or datetime.now(timezone.utc)
+    if lock_tools.supported(backend):
+        ids, locked = lock_tools.listing(backend, pattern)
+    else:
+        ids, locked = backend.list_ids(pattern), []
     count, findings = 0, []
-    for state_id, envelope, error, notes in read_all(backend, pattern):
+    for state_id, envelope, error, notes in read_all(backend, ids):
         count += 1
         findings.extend(check_state(state_id, envelope, error, notes, now, max_age))
-    findings.extend(_lock_findings(backend, pattern))
+    findings.extend(_lock_findings(backend, locked))
     findings.sort(key=lambda f: f.state_id)  # stable: each state's own order is kept
     return count, findings
 
 
-def _lock_findings(backend, pattern: str | None) -> list[Finding]:
-    """Locks older than their timeout, where the backend keeps lock objects."""
+def _lock_findings(backend, locked: list[str]) -> list[Finding]:
+    """Locks older than their timeout (file:// and object stores keep lock objects)."""
     from state_ext import lock_tools
 
-    if not lock_tools.supported(backend):
-        return []
     timeout = backend.settings.lock_timeout_seconds
+    found = (lock_tools.read_lock(backend, state_id) for state_id in locked)
     return [Finding(info.state_id, WARNING, "stale-lock",
                     f"lock older than lock_timeout_seconds ({timeout:g} s), left by a writer "
                     f"that crashed? ({info.location})", value=info.describe())
-            for info in lock_tools.read_locks(backend, pattern) if info.stale]
+            for info in found if info is not None and info.stale]
 
 
 # -- doctor: can this backend be used at all? ---------------------------------------------

@@ -29,6 +29,7 @@ from state_ext.errors import BackendError, ConfigurationError
 from state_ext.state_ids import matches, state_id_problem
 
 LOCK_FILE = "lock"
+STATE_FILE = "state.json"
 
 
 @dataclass
@@ -66,25 +67,36 @@ def require_support(backend) -> None:
             "its runs rows left RUNNING)")
 
 
-def lock_ids(backend, pattern: str | None = None) -> list[str]:
-    """State IDs that have a lock object (with or without a state next to it)."""
+def listing(backend, pattern: str | None = None) -> tuple[list[str], list[str]]:
+    """(IDs with a state, IDs with a lock) from one listing of a file:// or object store
+    (``check`` needs both: one listing instead of two, 10 requests fewer per 10,000)."""
     require_support(backend)
     root = getattr(backend, "root", None)
-    found = _file_lock_ids(root) if root is not None else _object_lock_ids(backend)
-    return sorted(i for i in found if state_id_problem(i) is None and matches(i, pattern))
+    entries = _file_entries(backend, root) if root is not None else _object_entries(backend)
+    found: dict[str, set[str]] = {STATE_FILE: set(), LOCK_FILE: set()}
+    for state_id, name in entries:
+        if state_id_problem(state_id) is None and matches(state_id, pattern):
+            found[name].add(state_id)
+    return sorted(found[STATE_FILE]), sorted(found[LOCK_FILE])
 
 
-def _file_lock_ids(root) -> list[str]:
-    if not root.is_dir():
-        return []
+def lock_ids(backend, pattern: str | None = None) -> list[str]:
+    """State IDs that have a lock object (with or without a state next to it)."""
+    return listing(backend, pattern)[1]
+
+
+def _file_entries(backend, root) -> list[tuple[str, str]]:
+    if root.exists() and not root.is_dir():
+        backend.list_ids()  # raises the backend's own one-line error
     found = []
     for dirpath, _dirs, files in os.walk(root):
-        if LOCK_FILE in files and dirpath != str(root):
-            found.append(os.path.relpath(dirpath, root))
+        if dirpath != str(root):
+            found += [(os.path.relpath(dirpath, root), name)
+                      for name in (STATE_FILE, LOCK_FILE) if name in files]
     return found
 
 
-def _object_lock_ids(backend) -> list[str]:
+def _object_entries(backend) -> list[tuple[str, str]]:
     from state_ext.backends import aio
 
     loop = getattr(backend.fs, "loop", None)
@@ -96,10 +108,13 @@ def _object_lock_ids(backend) -> list[str]:
     try:
         keys = aio.run(loop, backend.store.list_keys(prefix), 120)
     except Exception as exc:  # noqa: BLE001 - any SDK failure is one line
-        raise BackendError(backend.describe_failure("list locks", exc)) from None
-    suffix = "/" + LOCK_FILE
-    return [k[len(prefix):-len(suffix)] for k in keys
-            if k.startswith(prefix) and k.endswith(suffix)]
+        raise BackendError(backend.describe_failure("list state", exc)) from None
+    found = []
+    for key in keys:
+        head, _, name = key.rpartition("/")
+        if key.startswith(prefix) and name in (STATE_FILE, LOCK_FILE) and len(head) > len(prefix):
+            found.append((head[len(prefix):], name))
+    return found
 
 
 def read_lock(backend, state_id: str, now: float | None = None) -> LockInfo | None:
