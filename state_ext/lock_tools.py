@@ -9,7 +9,8 @@ same inode or object version), never a lock another process took meanwhile.
 
 Built only on the backends' public lock primitives (``read_lock``, ``lock_modified``,
 ``remove_if_unchanged``, ``lock_location``; ``state_ext.backends.locks``) and, to find
-the lock objects, the file backend's ``root`` and the object store's ``store`` listing.
+the lock objects, the file backend's ``root`` and the object store's ``store`` listing
+(run through its ``run``).
 The system database keeps no lock objects (it locks rows inside each transaction); what
 blocks a pipeline there after a crash is a ``runs`` row left in state RUNNING ("pipeline
 already running"), so ``locks`` lists those rows with their last heartbeat, stale by
@@ -97,18 +98,8 @@ def _file_entries(backend, root) -> list[tuple[str, str]]:
 
 
 def _object_entries(backend) -> list[tuple[str, str]]:
-    from state_ext.backends import aio
-
-    loop = getattr(backend.fs, "loop", None)
-    if loop is None:
-        from fsspec.asyn import get_loop
-
-        loop = get_loop()
     prefix = backend.list_prefix
-    try:
-        keys = aio.run(loop, backend.store.list_keys(prefix), 120)
-    except Exception as exc:  # noqa: BLE001 - any SDK failure is one line
-        raise BackendError(backend.describe_failure("list state", exc)) from None
+    keys = backend.run("list state", backend.store.list_keys, prefix)
     found = []
     for key in keys:
         head, _, name = key.rpartition("/")
