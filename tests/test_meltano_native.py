@@ -150,6 +150,25 @@ def test_every_command_of_the_definition_through_meltano_invoke(project, tmp_pat
     p.invoke("state-ext:restore", name, "--force")
     assert p.export() == exported
 
+    # streams, health and locks: streams, check (and `meltano test`), locks, unlock, doctor,
+    # reset, bookmark
+    rows = p.invoke("state-ext:streams", "dev:tap-a-to-target-b").stdout.splitlines()
+    assert [r.split()[0] for r in rows[1:]] == ["s1", "s2"], rows
+    assert "0 error(s)" in p.invoke("state-ext:check").stderr
+    tested = p.meltano("test", "state-ext")
+    assert "state-ext:test" in tested.stdout + tested.stderr, str(tested)
+    assert "No locks found." in p.invoke("state-ext:locks").stderr
+    no_lock = p.invoke("state-ext:unlock", "dev:tap-a-to-target-b", check=False)
+    # the project's backend is the system database: its locks live inside transactions
+    assert no_lock.returncode == 1 and "`locks` shows its runs rows" in no_lock.stderr
+    assert "can be listed, read, written and deleted" in p.invoke("state-ext:doctor").stderr
+    p.invoke("state-ext:reset", "dev:tap-a-to-target-b", "s2", "--force")
+    p.invoke("state-ext:bookmark", "dev:tap-a-to-target-b", "s1", "--key", "k", "--value", "7",
+             "--force")
+    after = p.meltano("state", "get", "dev:tap-a-to-target-b").json()
+    assert after == {"singer_state": {"bookmarks": {
+        "s1": {"k": 1, "replication_key": "k", "replication_key_value": 7}}}}, after
+
 
 def test_destructive_commands_under_meltano_ask_or_refuse(project):
     p = project
