@@ -44,14 +44,20 @@ class Problem:
     partition: Any = None
 
     def line(self) -> str:
-        where = self.state_id
-        if self.stream is not None:
-            where += f": stream {self.stream!r}"
-        if self.partition is not None:
-            where += f" partition {compact(self.partition)}"
         what = {"regress": "bookmark moved backwards", "emptied": "state emptied",
                 "lost-stream": "bookmark disappeared"}[self.kind]
-        return f"{where}: {what}: {shown(self.before)} → {shown(self.after)}"
+        return (f"{where(self.state_id, self.stream, self.partition)}: {what}: "
+                f"{shown(self.before)} → {shown(self.after)}")
+
+
+def where(state_id: str, stream: str | None = None, partition: Any = None) -> str:
+    """How a finding names its place: ``ID: stream 'x' partition {...}`` (guard, check)."""
+    text = state_id
+    if stream is not None:
+        text += f": stream {stream!r}"
+    if partition is not None:
+        text += f" partition {compact(partition)}"
+    return text
 
     def to_dict(self) -> dict:
         return {"state_id": self.state_id, "stream": self.stream, "partition": self.partition,

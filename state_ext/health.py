@@ -42,9 +42,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from state_ext.errors import InvalidInputError, StateExtError
-from state_ext.guard import order_key
+from state_ext.guard import order_key, where
 from state_ext.model import Envelope
-from state_ext.streams import IN_FLIGHT, compact, shown
+from state_ext.streams import IN_FLIGHT, shown
 
 ERROR, WARNING = "error", "warning"
 SKEW = timedelta(minutes=1)
@@ -62,12 +62,8 @@ class Finding:
     value: Any = _UNSET
 
     def line(self) -> str:
-        where = self.state_id
-        if self.stream is not None:
-            where += f": stream {self.stream!r}"
-        if self.partition is not None:
-            where += f" partition {compact(self.partition)}"
-        text = f"{self.severity}: {where}: {self.rule}: {self.message}"
+        place = where(self.state_id, self.stream, self.partition)
+        text = f"{self.severity}: {place}: {self.rule}: {self.message}"
         return text if self.value is _UNSET else f"{text}: {shown(self.value)}"
 
     def to_dict(self) -> dict:
