@@ -50,6 +50,11 @@ class Problem:
                 f"{shown(self.before)} → {shown(self.after)}")
 
 
+    def to_dict(self) -> dict:
+        return {"state_id": self.state_id, "stream": self.stream, "partition": self.partition,
+                "problem": self.kind, "before": self.before, "after": self.after}
+
+
 def where(state_id: str, stream: str | None = None, partition: Any = None) -> str:
     """How a finding names its place: ``ID: stream 'x' partition {...}`` (guard, check)."""
     text = state_id
@@ -58,10 +63,6 @@ def where(state_id: str, stream: str | None = None, partition: Any = None) -> st
     if partition is not None:
         text += f" partition {compact(partition)}"
     return text
-
-    def to_dict(self) -> dict:
-        return {"state_id": self.state_id, "stream": self.stream, "partition": self.partition,
-                "problem": self.kind, "before": self.before, "after": self.after}
 
 
 def compact(value: Any) -> str:

@@ -134,7 +134,7 @@ def test_connection_dropped_mid_response_during_export(store, tmp_path):
     assert result.returncode == 1 and result.stdout == ""
     line = one_line(result.stderr)
     assert "was dropped" in line and bucket in line, line
-    assert "400" not in line and "Not enough data" not in line, line
+    assert "400:" not in line and "Not enough data" not in line, line
 
 
 def _envelopes(doc: dict) -> dict:
