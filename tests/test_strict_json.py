@@ -107,6 +107,46 @@ def test_loads_and_loads_stored_read_valid_json_as_json_does(seed):
         assert loads_stored(stored, max_depth=MAX_DEPTH) == json.loads(stored)
 
 
+@pytest.mark.parametrize("text", [
+    '{"a": 1, "a": 2}',
+    '{"a": 1, "a": 2, "b" : 3}',  # a spaced key must not hide the lost one
+    '{"a": 1, "a": 2, "b": ":"}',  # nor a value that opens with a colon
+    '{"a": {"x": 1, "y": {"x": 2, "x": 3}}}',
+    '{"a": [{"k": 1}, {"k": 2, "k": 2}]}',
+    '{"a":1,"a":1}',
+    '{"a\\"": 1, "a\\"": 2}',  # escaped quotes: the pairs-hook path
+])
+def test_stored_duplicate_keys_are_refused_on_every_fast_path(text):
+    with pytest.raises(JsonRefused) as info:
+        loads_stored(text, max_depth=MAX_DEPTH)
+    assert "duplicate" in info.value.message
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_stored_fast_path_finds_every_injected_duplicate(seed):
+    """Random documents as Meltano writes them, each with one key repeated somewhere:
+    the counting proof must never take a document whose dicts lost a member."""
+    rng = random.Random(700 + seed)
+    refused = 0
+    for _ in range(300):
+        value = {"s": random_value(rng, 5), "t": {"k": rng.choice(TRICKY_STRINGS)}}
+        text = json.dumps(value)
+        assert loads_stored(text, max_depth=MAX_DEPTH) == value
+        # repeat the first member of the innermost object named "t": valid text, one
+        # key twice, in varied spacing
+        spacing = rng.choice(['"k": ', '"k" : ', '"k":', '"k"\n:'])
+        hostile = text.replace('"t": {', '"t": {' + spacing + '1, ', 1)
+        with pytest.raises(JsonRefused):
+            loads_stored(hostile, max_depth=MAX_DEPTH)
+        refused += 1
+    assert refused == 300
+
+
+def test_stored_values_opening_with_a_colon_or_spaced_keys_still_read():
+    for text in ('{"a": ":", "b": "::"}', '{"a" : 1, "b":\t2}', '{"": {"": ""}}'):
+        assert loads_stored(text, max_depth=MAX_DEPTH) == json.loads(text)
+
+
 @pytest.mark.parametrize(("text", "where"), [
     ('{"a": 1,\n "b": {"c": NaN}}', "at /b/c (line 2, column 13)"),
     ('{"a": [1, 2, {"x": 1, "x": 2}]}', "'x' in the object at /a/2 (line 1, column 23)"),
