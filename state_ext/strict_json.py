@@ -29,22 +29,14 @@ Limits (see the README's input rules):
   far above any real one.
 
 Stored text that Meltano wrote (``json.dumps``, ASCII) takes a fast path: O(1) or
-``str.count`` bounds decide depth and size, and one C-scanner call does the rest; the full
-checks run only when a bound fails. Duplicate keys cost the most to find (a Python call
-per object that rebuilds it from its pairs, about 35 ms per 10,000 states), so text
-without a backslash takes a cheaper proof: when no ``"`` is escaped, every ``":`` in the
-text ends a key or opens a value starting with ``:``, so ``text.count('":')`` is at least
-the number of keys written (unless a key is followed by whitespace before its colon,
-which a search rules out); the scanner builds dicts in C and a hook only adds up their
-sizes; equal totals mean no key was lost to a duplicate. Any other text takes the
-pairs hook, and whatever that cannot clear, ``loads``.
+``str.count`` bounds decide depth and size, and one C-scanner call with two hooks
+(duplicate keys and ``NaN``) does the rest; the full checks run only when a bound fails.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 import sys
 from itertools import accumulate
 from json.decoder import JSONDecodeError
@@ -94,20 +86,6 @@ _INF = float("inf")
 _STRICT = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant,
                            parse_float=_float)
 _STRICT_SCAN = _STRICT.scan_once
-_MEMBERS = [0]
-
-
-def _count_members(obj: dict, _members=_MEMBERS) -> dict:
-    _members[0] += len(obj)
-    return obj
-
-
-# Builds dicts in C (duplicates resolved silently) and adds up their sizes in _MEMBERS;
-# one thread at a time (the lock costs far less than the hook it replaces).
-_COUNTING_SCAN = json.JSONDecoder(object_hook=_count_members, parse_constant=_constant,
-                                  parse_float=_float).scan_once
-_COUNTING = threading.Lock()
-_SPACED_KEY_END = re.compile(r'"\s+:')
 _STRICT_ENCODE = json.JSONEncoder(allow_nan=False, check_circular=False).encode
 
 
@@ -134,22 +112,16 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH,
 def loads_stored(text: str, *, max_depth: int) -> Any:
     """``loads`` for text read from a store, fast for what Meltano writes.
 
-    Text without a backslash gets the counting scan (see the module docstring); other
-    text, or text the count cannot clear, one scan with the duplicate-key and ``NaN``
-    hooks; whatever the cheap bounds cannot clear, or that scan cannot take whole, goes
-    through ``loads``, which accepts or refuses it exactly.
+    The C scanner is called once, with the duplicate-key and ``NaN`` hooks; whatever the
+    cheap bounds cannot clear, or the single scan cannot take whole, goes through
+    ``loads``, which accepts or refuses it exactly.
     """
     if type(text) is str and text.isascii() and len(text) <= MAX_STATE_BYTES and (
         len(text) <= 2 * max_depth or text.count("{") + text.count("[") <= max_depth
     ) and "\\ud" not in text and "\\uD" not in text:
+        if text == "{}":  # an empty half: about half of what a system database holds
+            return {}
         try:
-            if "\\" not in text and _SPACED_KEY_END.search(text) is None:
-                with _COUNTING:
-                    _MEMBERS[0] = 0
-                    value, end = _COUNTING_SCAN(text, 0)
-                    members = _MEMBERS[0]
-                if end == len(text) and members == text.count('":'):
-                    return value
             value, end = _STRICT_SCAN(text, 0)
             if end == len(text):
                 return value
