@@ -30,13 +30,15 @@ def configure(level: str, timestamps: bool, levels: bool, json_format: bool,
     import logging
     import os
 
+    from state_ext.startup import import_structlog
+
+    import_structlog()  # first: meltano.edk.logging imports structlog (and rich with it)
+
     from meltano.edk.logging import default_logging_config, parse_log_level
 
     from state_ext import redact
-    from state_ext.startup import import_structlog
     from state_ext.under_meltano import run_by_meltano
 
-    import_structlog()
     numeric = parse_log_level(level)
     default_logging_config(
         level=numeric,

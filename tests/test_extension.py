@@ -257,3 +257,13 @@ def test_command_help_imports_no_database_or_cloud_sdk(tmp_path, env):
     argvs = [[name, "--help"] for name in ["describe", "initialize", "invoke", *STATE_COMMANDS,
                                           "config"]]
     assert _loaded(argvs, HEAVY_MODULES, tmp_path, env) == []
+
+
+def test_a_state_command_logs_without_importing_rich(tmp_path, env):
+    """structlog imports rich only for pretty tracebacks; ours are plain lines, so rich
+    (about 40 ms of start-up) stays out even when logging is configured and a command runs
+    against a store (state_ext.startup)."""
+    store = f"--uri=file://{tmp_path / 'store'}"
+    loaded = _loaded([["list", store], ["get", "any", store]], ["rich", "structlog"],
+                     tmp_path, env)
+    assert "structlog" in loaded and "rich" not in loaded, loaded
