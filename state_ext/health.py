@@ -349,4 +349,60 @@ def hints(settings, given_uri: str | None, steps: list[Step]) -> list[str]:
             f"No state in the system database {redact_uri(settings.database_uri or '')}: "
             "database_uri only chooses Meltano's own database; if your state lives elsewhere "
             "set state_backend.uri (MELTANO_STATE_BACKEND_URI)")
+    found += _credential_hints(settings, steps)
+    found += snapshot_store_hints(settings)
     return found
+
+
+REJECTED = ("credentials were rejected", "authentication failed", "access denied")
+
+
+def _credential_hints(settings, steps: list[Step]) -> list[str]:
+    """Credentials that reached the service and were refused: say where they came from,
+    and what usually is wrong, once (the failed step already quotes the service)."""
+    refused = next((s for s in steps if s.ok is False and
+                    any(word in s.detail.lower() for word in REJECTED)), None)
+    if refused is None:
+        return []
+    from state_ext.settings import is_sensitive
+
+    prefix = f"state_backend.{uri_namespace(settings)}."
+    given = sorted(prefix + name for name, value in settings.options.items()
+                   if value and (is_sensitive(prefix + name) or "credentials" in name))
+    source = (f"from the settings {', '.join(given)}" if given else
+              "from the SDK's own chain (environment variables, shared config or profile, "
+              "workload or instance identity), as no credential setting is set")
+    return [f"The store answered but refused the credentials state-ext sent ({source}). "
+            "Check that they belong to this account and endpoint, that a key's secret is "
+            "its pair, that the clock is right (signed requests expire), and that the "
+            "identity may list, read, write and delete under the prefix"]
+
+
+def uri_namespace(settings) -> str:
+    return {"gs": "gcs"}.get(settings.scheme, settings.scheme)
+
+
+def snapshot_store_hints(settings) -> list[str]:
+    """The snapshot store on S3 without bucket versioning: a snapshot deleted or overwritten
+    there (a ``snapshots prune``, a mistaken lifecycle rule) is gone for good, and
+    ``history`` finds no object versions of states kept in that bucket. GCS and Azure keep
+    their versioning switch out of the data API state-ext uses: not judged there."""
+    from state_ext.settings import ProjectSettings
+    from state_ext.snapshot_stores import ObjectSnapshotStore, open_store
+
+    if settings.project_root is None:
+        return []
+    try:
+        with open_store(ProjectSettings(settings.project_root)) as store:
+            if not isinstance(store, ObjectSnapshotStore):
+                return []
+            keeps = store.keeps_versions()
+            label = store.label
+    except StateExtError as exc:
+        return [f"The snapshot store could not be opened: {exc.message}"]
+    if keeps is False:
+        return [f"The snapshot store {label} is in a bucket without versioning: a snapshot "
+                "deleted or overwritten there cannot be recovered, and history finds no "
+                "earlier object versions in it. Turn bucket versioning on (with a lifecycle "
+                "rule expiring noncurrent versions)"]
+    return []

@@ -248,6 +248,25 @@ class ObjectSnapshotStore(SnapshotStore):
     def replace(self, name: str, data: bytes) -> None:
         self._run(f"write {name}", self.backend.store.put, self.prefix + name, data)
 
+    def keeps_versions(self) -> bool | None:
+        """Whether the bucket keeps overwritten and deleted objects: S3 bucket versioning
+        (GetBucketVersioning through the aiobotocore client s3fs hands out); None where
+        that cannot be asked through the data API (GCS, Azure, other stores) or the
+        identity may not ask it."""
+        if self.backend.scheme != "s3":
+            return None
+        store = self.backend.store
+
+        async def ask():
+            client = await store.fs.set_session()
+            return await client.get_bucket_versioning(Bucket=store.bucket)
+
+        try:
+            answer = self._run("read the bucket's versioning", ask)
+        except StateExtError:
+            return None
+        return answer.get("Status") == "Enabled"
+
     def delete(self, name: str) -> None:
         self._run(f"delete {name}", self.backend.store.delete, self.prefix + name)
 
