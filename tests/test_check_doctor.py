@@ -9,8 +9,12 @@ from __future__ import annotations
 import pytest
 
 from tests.support.cli import clean_env, state_ext
-from tests.support.emulators import StoreCase, free_port, s3_server  # noqa: F401 - fixture
-from tests.test_streams_cli import unreachable_s3_env
+from tests.support.emulators import (  # noqa: F401 - s3_server is a fixture
+    StoreCase,
+    free_port,
+    s3_server,
+    unreachable_s3_env,
+)
 
 STEPS = ["list", "read", "write", "read back", "delete"]
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.cli import clean_env, meltano, meltano_path, state_ext
 from tests.support.project import write_project
-from tests.test_safety_meltano import plugins
+from tests.support.safe_runs import plugins
 
 pytestmark = pytest.mark.meltano
 STATE_ID = "dev:tap-mini-to-target-mini"

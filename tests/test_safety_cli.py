@@ -15,21 +15,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.support.cli import STATE_EXTENSION, clean_env, state_ext
-
-
-def singer(**streams) -> dict:
-    return {"singer_state": {"bookmarks": {
-        name: {"replication_key": "updated_at", "replication_key_value": value}
-        for name, value in streams.items()}}}
-
-
-STATES = {
-    "dev:tap-a-to-target-b": {"completed": singer(orders="2024-05-01T00:00:00Z"),
-                              "partial": {}},
-    "dev:tap-c-to-target-b": {"completed": singer(items=10), "partial": {}},
-    "prod:tap-a-to-target-b": {"completed": singer(orders="2024-06-01"), "partial": {}},
-}
+from tests.support.cli import STATE_EXTENSION, clean_env, one_error_line, state_ext
+from tests.support.safe_runs import STATES, singer
 
 
 class Cli:
@@ -59,14 +46,6 @@ def cli(meltano_project, tmp_path):
     (tmp_path / "states.json").write_text(json.dumps(STATES))
     cli("import", str(tmp_path / "states.json"))
     return cli
-
-
-def one_error_line(result, *needles: str, code: int = 1) -> None:
-    assert result.returncode == code, str(result)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_snapshot_is_the_export_document_gzipped_with_a_sidecar(cli):

@@ -14,33 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import STATE_EXTENSION, clean_env, meltano, state_ext
+from tests.support.cli import clean_env, meltano, state_ext
 from tests.support.project import write_project
+from tests.support.safe_runs import plugins
 
 pytestmark = pytest.mark.meltano
 
-SINGER = Path(__file__).resolve().parent / "support" / "singer"
 STATE_ID = "dev:tap-mini-to-target-mini"
 CHAIN = ("run", "state-ext:snapshot", "tap-mini", "target-mini", "state-ext:guard")
-
-
-def plugins() -> dict:
-    commands = {
-        "snapshot": {"args": "snapshot --label pre-run"},
-        "guard": {"args": "guard"},
-        "snapshots": {"args": "snapshots"},
-        "restore": {"args": "restore"},
-        "history": {"args": "history"},
-    }
-    return {
-        "extractors": [{"name": "tap-mini", "namespace": "tap_mini",
-                        "executable": str(SINGER / "tap_mini.py"), "capabilities": ["state"]}],
-        "loaders": [{"name": "target-mini", "namespace": "target_mini",
-                     "executable": str(SINGER / "target_mini.py")}],
-        "utilities": [{"name": "state-ext", "namespace": "state_ext",
-                       "executable": str(STATE_EXTENSION), "commands": commands,
-                       "settings": [{"name": "snapshot_uri"}]}],
-    }
 
 
 class Project:

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.support.cli import clean_env, meltano, state_ext
+from tests.support.cli import clean_env, meltano, one_error_line, state_ext
 from tests.support.emulators import (  # noqa: F401 - fixtures
     S3_KEY,
     S3_SECRET,
@@ -20,7 +20,7 @@ from tests.support.emulators import (  # noqa: F401 - fixtures
     s3_server,
     unique_bucket,
 )
-from tests.test_safety_cli import STATES, one_error_line, singer
+from tests.support.safe_runs import STATES, singer
 
 
 def namespace_env(case: StoreCase) -> dict[str, str]:

@@ -23,7 +23,7 @@ from tests.support.cli import STATE_EXTENSION, clean_env, meltano
 from tests.support.emulators import StoreCase, s3_server  # noqa: F401 - fixture
 from tests.support.hostile import arrays, mixed, objects, state_of_depth
 from tests.support.project import meltano_seeded_db, write_project
-from tests.test_bad_input import SEED, make_project, snapshot
+from tests.support.seeded import SEED, make_project, snapshot
 
 MIB = 1024 * 1024
 LIMIT_BYTES = 16 * MIB

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests.support.cli import clean_env, meltano, state_ext
-from tests.support.emulators import free_port
+from tests.support.emulators import unreachable_s3_env
 from tests.support.project import write_project
 
 SDK_STATE = {"singer_state": {"bookmarks": {
@@ -118,16 +118,6 @@ def test_wrong_arguments_exit_2(store):
     neither = store.run("reset", "sdk", "--force", check=False)
     assert one_error(neither, 2) == "Give the streams to reset, or --all-streams (not both)"
     assert store.export() == before
-
-
-def unreachable_s3_env(secret: str) -> dict:
-    """S3 settings pointing at a port nobody listens on, with short timeouts."""
-    return clean_env(MELTANO_STATE_BACKEND_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
-                     MELTANO_STATE_BACKEND_S3_AWS_ACCESS_KEY_ID="key-id",
-                     MELTANO_STATE_BACKEND_S3_AWS_SECRET_ACCESS_KEY=secret,
-                     MELTANO_STATE_BACKEND_S3_TIMEOUT_SECONDS="2",
-                     MELTANO_STATE_BACKEND_S3_MAX_ATTEMPTS="0",
-                     AWS_EC2_METADATA_DISABLED="true", AWS_DEFAULT_REGION="us-east-1")
 
 
 def test_unreachable_store_is_one_line(tmp_path):

@@ -14,8 +14,8 @@ import pytest
 
 from tests.support.cli import STATE_EXTENSION, clean_env, meltano, state_ext
 from tests.support.project import write_project
+from tests.support.safe_runs import plugins as safety_plugins
 from tests.support.terminal import run_at_terminal
-from tests.test_safety_meltano import plugins as safety_plugins
 
 pytestmark = pytest.mark.meltano
 

@@ -69,3 +69,13 @@ def meltano(*args, cwd, env=None, input=None, check=True, timeout=300) -> Result
     if check:
         assert result.returncode == 0, str(result)
     return result
+
+
+def one_error_line(result, *needles: str, code: int = 1) -> None:
+    """An expected error: exit ``code``, one line on stderr holding every needle, no
+    traceback."""
+    assert result.returncode == code, str(result)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]

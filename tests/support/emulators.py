@@ -23,6 +23,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.support.cli import clean_env
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AZURITE_BIN = REPO_ROOT / ".tools" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
 AZURE_ACCOUNT = "devstoreaccount1"
@@ -453,3 +455,13 @@ class FtpServer(Server):
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"ftp server did not answer on port {self.port} within 30 s")
+
+
+def unreachable_s3_env(secret: str) -> dict:
+    """S3 settings pointing at a port nobody listens on, with short timeouts."""
+    return clean_env(MELTANO_STATE_BACKEND_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+                     MELTANO_STATE_BACKEND_S3_AWS_ACCESS_KEY_ID="key-id",
+                     MELTANO_STATE_BACKEND_S3_AWS_SECRET_ACCESS_KEY=secret,
+                     MELTANO_STATE_BACKEND_S3_TIMEOUT_SECONDS="2",
+                     MELTANO_STATE_BACKEND_S3_MAX_ATTEMPTS="0",
+                     AWS_EC2_METADATA_DISABLED="true", AWS_DEFAULT_REGION="us-east-1")
