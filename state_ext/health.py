@@ -25,7 +25,17 @@ rule                    severity  finding
 ``stale``               warning   with ``--max-age``: a timestamp bookmark older than that
 ``stale-lock``          warning   (file:// and object stores) a lock object older than
                                   ``lock_timeout_seconds``: a writer crashed holding it
+``interrupted-partial`` warning   (system database) a partial half whose last run, one that
+                                  writes partial state (``--state-strategy merge``,
+                                  ``--full-refresh``), ended FAIL or DEAD: the next run
+                                  resumes from it, merged over the completed half
 ======================  ========  =============================================================
+
+"A partial half older than the completed one" is not a rule: through Meltano it cannot
+happen (a complete write empties the partial half, so a partial half is always newer), and
+where it could (``import``, a hand edit) no store keeps a time per half to tell. What the
+system database does keep, the ``runs`` table, tells whether the run that left a partial
+half was interrupted.
 
 Other layouts (legacy taps' ``currently_syncing``, ``version``, log positions, bookmarks
 of their own keys) are never findings. A state that cannot be read is one finding, never
@@ -251,11 +261,14 @@ def run_check(backend, pattern: str | None, max_age: timedelta | None,
         ids, locked = lock_tools.listing(backend, pattern)
     else:
         ids, locked = backend.list_ids(pattern), []
-    count, findings = 0, []
+    count, findings, partial = 0, [], []
     for state_id, envelope, error, notes in read_all(backend, ids):
         count += 1
         findings.extend(check_state(state_id, envelope, error, notes, now, max_age))
+        if envelope is not None and envelope.partial:
+            partial.append(state_id)
     findings.extend(_lock_findings(backend, locked))
+    findings.extend(_interrupted_partials(backend, partial))
     findings.sort(key=lambda f: f.state_id)  # stable: each state's own order is kept
     return count, findings
 
@@ -270,6 +283,40 @@ def _lock_findings(backend, locked: list[str]) -> list[Finding]:
                     f"lock older than lock_timeout_seconds ({timeout:g} s), left by a writer "
                     f"that crashed? ({info.location})", value=info.describe())
             for info in found if info is not None and info.stale]
+
+
+INTERRUPTED = ("FAIL", "DEAD")
+RUNS_CHUNK = 500
+
+
+def _interrupted_partials(backend, state_ids: list[str]) -> list[Finding]:
+    """Partial halves whose latest ``runs`` row (the system database only) is a run that
+    wrote partial state (``payload_flags`` 2) and ended FAIL or DEAD."""
+    if not state_ids or backend.settings.scheme != "systemdb":
+        return []
+    from sqlalchemy import bindparam, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    query = text(
+        "SELECT r.job_name, r.run_id, r.state, r.ended_at, r.payload_flags FROM runs r "
+        "JOIN (SELECT job_name, MAX(id) AS last FROM runs WHERE job_name IN :ids "
+        "GROUP BY job_name) m ON r.id = m.last").bindparams(bindparam("ids", expanding=True))
+    found = []
+    try:
+        with backend.engine.connect() as conn:
+            for start in range(0, len(state_ids), RUNS_CHUNK):
+                rows = conn.execute(query, {"ids": state_ids[start:start + RUNS_CHUNK]})
+                for state_id, run_id, state, ended, flags in rows:
+                    if state in INTERRUPTED and (flags or 0) & 2:
+                        found.append(Finding(
+                            state_id, WARNING, "interrupted-partial",
+                            f"the partial half was left by run {run_id}, which ended {state} "
+                            f"at {ended or 'an unknown time'}: the next run resumes from it, "
+                            "merged over the completed half"))
+    except SQLAlchemyError as exc:
+        raise StateExtError(f"{backend.label}: cannot read the runs table: "
+                            f"{str(exc).splitlines()[0]}") from None
+    return found
 
 
 # -- doctor: can this backend be used at all? ---------------------------------------------

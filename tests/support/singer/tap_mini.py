@@ -77,6 +77,8 @@ def main():
         new += 1
         emit({"type": "RECORD", "stream": stream, "record": {"id": record_id}})
         emit({"type": "STATE", "value": {"bookmarks": {stream: mark(record_id, new)}}})
+        if new == int(os.environ.get("TAP_MINI_FAIL_AFTER", "0")):
+            sys.exit(1)  # a tap that fails halfway, after some state went out
     if not new:
         emit({"type": "STATE", "value": {"bookmarks": {stream: mark(bookmark, 0)}}})
 
