@@ -76,3 +76,12 @@ class OutputTooWideError(StateExtError):
             "Meltano reads from a `meltano run` step; nothing was printed. Write it to a "
             "file instead: export --output FILE (or --output-dir DIR)"
         )
+
+
+def one_line(exc: BaseException, limit: int = 240) -> str:
+    """An exception as one line of a message: the driver's own text when a library wraps
+    it (SQLAlchemy's ``orig``), whitespace collapsed, at most ``limit`` characters, and
+    the exception's type when it says nothing."""
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split()) or type(orig).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

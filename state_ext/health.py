@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from state_ext.errors import InvalidInputError, StateExtError
+from state_ext.errors import InvalidInputError, StateExtError, one_line
 from state_ext.guard import order_key, where
 from state_ext.model import Envelope
 from state_ext.streams import IN_FLIGHT, shown
@@ -315,7 +315,7 @@ def _interrupted_partials(backend, state_ids: list[str]) -> list[Finding]:
                             "merged over the completed half"))
     except SQLAlchemyError as exc:
         raise StateExtError(f"{backend.label}: cannot read the runs table: "
-                            f"{str(exc).splitlines()[0]}") from None
+                            f"{one_line(exc)}") from None
     return found
 
 
