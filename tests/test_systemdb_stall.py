@@ -5,6 +5,9 @@ kernel and then answers nothing, like a black-holed host) and thawed with SIGCON
 afterwards. It is this file's own throw-away cluster, so freezing it disturbs no other
 test. With ``STATE_EXT_STALL_TIMEOUT_SECONDS=3`` each command must end well within the
 generous bound below, with one line naming the database (password redacted).
+
+A live server can stall a command too: a read of a table someone holds in ACCESS
+EXCLUSIVE mode waits for it, and only the statement timeout (the same window) ends it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ BOUND = 60  # seconds: "it ended", not a speed test
 SEED = '{"singer_state": {"bookmarks": {"s": {"k": 1}}}}'
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def own_postgres():
     server = PostgresServer().start()
     try:
@@ -74,30 +77,57 @@ def meltano_schema(server: PostgresServer) -> str:
     return url.replace("postgres@", f"postgres:{PASSWORD}@")
 
 
-def test_frozen_postgres_ends_list_get_set_in_one_line(own_postgres, tmp_path):
+def seeded(server: PostgresServer, tmp_path) -> tuple[Path, dict, str]:
+    """A project on a fresh database of ``server`` holding one state."""
     root = write_project(tmp_path / "project")
-    env = clean_env(MELTANO_DATABASE_URI=meltano_schema(own_postgres),
-                    STATE_EXT_STALL_TIMEOUT_SECONDS="3")
+    url = meltano_schema(server)
+    env = clean_env(MELTANO_DATABASE_URI=url, STATE_EXT_STALL_TIMEOUT_SECONDS="3")
     state_ext("set", "--force", "dev:a-to-b", SEED, cwd=root, env=env)
     assert state_ext("list", cwd=root, env=env).stdout == "dev:a-to-b\n"
+    return root, env, url
+
+
+def one_line_in_time(args, root, env, *needles: str) -> str:
+    started = time.monotonic()
+    result = state_ext(*args, cwd=root, env=env, check=False, timeout=BOUND + 30)
+    assert time.monotonic() - started < BOUND, str(result)
+    assert result.returncode != 0 and result.stdout == "", str(result)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, str(result)
+    for needle in needles:
+        assert needle in lines[0], str(result)
+    assert PASSWORD not in result.stderr
+    return lines[0]
+
+
+def test_frozen_postgres_ends_list_get_set_in_one_line(own_postgres, tmp_path):
+    root, env, _ = seeded(own_postgres, tmp_path)
 
     freeze(own_postgres)
     try:
         for args in (["list"], ["get", "dev:a-to-b"],
                      ["set", "--force", "dev:a-to-b", '{"singer_state": {"x": 2}}']):
-            started = time.monotonic()
-            result = state_ext(*args, cwd=root, env=env, check=False, timeout=BOUND + 30)
-            assert time.monotonic() - started < BOUND, str(result)
-            assert result.returncode != 0, str(result)
-            assert result.stdout == "", str(result)
-            lines = result.stderr.strip().splitlines()
-            assert len(lines) == 1, str(result)
-            assert "Traceback" not in result.stderr
-            assert f"127.0.0.1:{own_postgres.port}" in lines[0], str(result)
-            assert PASSWORD not in result.stderr
+            one_line_in_time(args, root, env, f"127.0.0.1:{own_postgres.port}")
     finally:
         thaw(own_postgres)
 
     # Answering again: the refused write changed nothing.
+    result = state_ext("get", "dev:a-to-b", cwd=root, env=env)
+    assert result.stdout == '{"singer_state":{"bookmarks":{"s":{"k":1}}}}\n'
+
+
+def test_a_read_blocked_by_a_table_lock_ends_after_the_stall_window(own_postgres, tmp_path):
+    """A live server, but the ``state`` table held in ACCESS EXCLUSIVE mode (as a schema
+    migration holds it): a read would wait forever without the statement timeout."""
+    import psycopg
+
+    root, env, url = seeded(own_postgres, tmp_path)
+    database = url.rsplit("/", 1)[1]
+    with psycopg.connect(f"host=127.0.0.1 port={own_postgres.port} user=postgres "
+                         f"dbname={database}") as holder:
+        holder.execute("LOCK TABLE state IN ACCESS EXCLUSIVE MODE")
+        for args in (["list"], ["get", "dev:a-to-b"]):
+            one_line_in_time(args, root, env, "statement timeout", database)
+        holder.rollback()
     result = state_ext("get", "dev:a-to-b", cwd=root, env=env)
     assert result.stdout == '{"singer_state":{"bookmarks":{"s":{"k":1}}}}\n'

@@ -135,8 +135,8 @@ class SystemDbBackend(StateBackend):
 
     def iter_all(self, pattern: str | None = None):
         """One streamed query, in state ID order (byte order on SQLite and PostgreSQL)."""
-        query = self._select_rows().order_by(self.dialect.id_order(self.table.c.state_id))
         with self._connect(write=False) as conn:
+            query = self._select_rows().order_by(self.dialect.id_order(self.table.c.state_id))
             rows = conn.execution_options(stream_results=True, yield_per=1000).execute(query)
             for state_id, completed, partial in rows:
                 if matches(state_id, pattern):

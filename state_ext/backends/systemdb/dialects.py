@@ -114,10 +114,17 @@ class PostgreSQL(Generic):
         self.write_setup = (
             f"SELECT set_config('lock_timeout', '{_ms(lock_timeout)}', true), "
             f"set_config('statement_timeout', '{_ms(lock_timeout) + _ms(stall)}', true)")
-        # A server that stopped answering (frozen, black-holed) must end in one line, not
-        # hang: connecting and every statement are bounded by the stall window.
+        # A server that stopped answering must end in one line, not hang. Connecting is
+        # bounded by the stall window; so is every statement on a live server (the
+        # server's statement_timeout); a host or network that died mid-statement is found
+        # by TCP (unacknowledged data, keepalive probes) within about twice the window.
         self.session_setup = f"SET statement_timeout = {_ms(stall)}"
-        return url, {"connect_args": {"connect_timeout": max(1, math.ceil(stall))}}
+        seconds = max(1, math.ceil(stall))
+        args: dict = {"connect_timeout": seconds}
+        if url.get_driver_name() in ("psycopg", "psycopg2"):  # libpq's own options
+            args.update(tcp_user_timeout=_ms(stall), keepalives=1, keepalives_idle=seconds,
+                        keepalives_interval=max(1, math.ceil(stall / 3)), keepalives_count=3)
+        return url, {"connect_args": args}
 
     def prepare(self, engine) -> None:
         from sqlalchemy import event
