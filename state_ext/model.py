@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from state_ext import strict_json
+from state_ext import json_where, strict_json
 from state_ext.errors import BackendError, InvalidInputError
 from state_ext.strict_json import MAX_DEPTH, MAX_STATE_BYTES, JsonRefused
 
@@ -246,7 +246,7 @@ def parse_export_document(text: str | bytes, *, warn=None) -> dict[str, Envelope
         if state_id in states:
             raise InvalidInputError(
                 f"Invalid import document: state ID {state_id!r} appears twice "
-                f"(again at {strict_json.where(text, key_start)})"
+                f"(again at {json_where.where(text, key_start)})"
             )
         if not isinstance(entry, dict):
             raise InvalidInputError(
