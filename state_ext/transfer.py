@@ -8,11 +8,18 @@ states (only IDs and short digests are kept), in up to four passes:
    ``on_conflict`` before anything is written, and ``--dry-run`` stops here. IDs absent
    from the destination need no read: they are planned as "absent" and the checked
    write below refuses them if a pipeline creates them meanwhile;
-2. write: each source state is read once, then written under the destination's lock and
-   only if the destination still holds what was planned over (so a pipeline writing
-   meanwhile is never clobbered);
-3. verify: each written chunk is read back at once and compared, value for value, with
-   what the source held; then one durability barrier (``flush``);
+2. write: each source state is read once. A state new to the destination (absent from the
+   planning listing, with no lock object there either) is written by one conditional
+   create where the store offers one (``create_new_many``: S3, GCS, Azure, file://): it
+   fails if someone created the ID after the listing, and that ID is then a conflict
+   (``raced``), handled by ``on_conflict`` and never overwritten without its lock. Every
+   other state is written under the destination's lock and only if the destination still
+   holds what was planned over (so a pipeline writing meanwhile is never clobbered);
+3. verify: a created state is checked by the store's own checksum of what it received
+   (see backends/fast_create.py); every other written state (and, with
+   ``verify="read-back"``, created ones too) is read back at once and compared, value for
+   value, with what the source held; then one durability barrier (``flush``). Stale lock
+   objects on the plan's IDs (a killed run's) are then removed (backends/debris.py);
 4. delete the source (``--delete-source``) ID by ID, only once verified and only if the
    source still holds what was copied.
 
@@ -33,6 +40,7 @@ from state_ext.state_ids import validate_state_id
 
 CHUNK = 500
 ON_CONFLICT = ("fail", "skip", "overwrite")
+VERIFY = ("checksum", "read-back")
 Progress = Callable[[str, int, int], None]  # phase, done, total
 
 
@@ -54,10 +62,14 @@ class TransferReport:
     mismatched: list[str] = field(default_factory=list)
     deleted_from_source: int = 0
     elapsed_seconds: float = 0.0
+    raced: list[str] = field(default_factory=list)  # created by someone between plan and write
+    created_unlocked: int = 0  # new states written by one conditional create each
+    write_path: str | None = None  # why new states took the locked path, if they did
+    stale_locks_removed: int = 0
 
     @property
     def ok(self) -> bool:
-        blocked = bool(self.conflicts) and self.on_conflict == "fail"
+        blocked = bool(self.conflicts or self.raced) and self.on_conflict == "fail"
         return not (blocked or self.failed or self.mismatched)
 
     @property
@@ -79,7 +91,9 @@ class TransferReport:
             "copied": self.copied, "overwritten": self.overwritten, "identical": self.identical,
             "conflicts": self.conflicts, "skipped_conflicts": self.skipped_conflicts,
             "failed": self.failed, "mismatched": self.mismatched,
-            "deleted_from_source": self.deleted_from_source,
+            "deleted_from_source": self.deleted_from_source, "raced": self.raced,
+            "created_unlocked": self.created_unlocked, "write_path": self.write_path,
+            "stale_locks_removed": self.stale_locks_removed,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "states_per_second": self.states_per_second, "ok": self.ok,
         }
@@ -136,10 +150,13 @@ def transfer(
     delete_source: bool = False,
     concurrency: int = 64,
     progress: Progress | None = None,
+    verify: str = "checksum",
 ) -> TransferReport:
     """Copy ``pairs`` (source ID, destination ID), or every ID matching ``pattern``."""
     if on_conflict not in ON_CONFLICT:
         raise ConfigurationError(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}")
+    if verify not in VERIFY:
+        raise ConfigurationError(f"--verify must be one of {', '.join(VERIFY)}")
     started = time.monotonic()
     progress = progress or (lambda phase, done, total: None)
     report = TransferReport(src.label, dst.label, dry_run=dry_run, on_conflict=on_conflict)
@@ -150,7 +167,11 @@ def transfer(
     report.total = len(pairs)
 
     # 1. plan: read only what both sides hold
-    present = set(dst.list_ids())
+    present, locked = _listing(dst)
+    fast = getattr(dst, "create_new_many", None)
+    report.write_path = getattr(dst, "fast_create_problem", None) if fast else None
+    if report.write_path is not None:
+        fast = None
     to_write: list[tuple[str, str]] = []
     planned_dst: dict[str, str | None] = {}
     copied_digest: dict[str, str] = {}  # source ID -> digest of what it held (or holds)
@@ -209,14 +230,21 @@ def transfer(
                     report.failed[dst_id] = "the source changed during the migration; run it again"
                     continue
                 states[dst_id], origin[dst_id] = envelope, src_id
+            fresh = {d: e for d, e in states.items()
+                     if fast and planned_dst[d] is None and d not in locked}
+            created = _create_new(dst, fresh, report, concurrency)
+            rest = {d: e for d, e in states.items() if d not in fresh or d in created.redo}
             failures = dst.put_many_checked(
-                states, {d: planned_dst[d] for d in states}, concurrency=concurrency
+                rest, {d: planned_dst[d] for d in rest}, concurrency=concurrency
             )
+            failures.update(created.failed)
+            _sort_races(failures, planned_dst, report, on_conflict)
             report.failed.update(failures)
-            ok = [d for d in states if d not in failures]
-            back = _read(dst, ok)
+            ok = [d for d in states if d in created.checked or (d in rest and d not in failures)]
+            check = [d for d in ok if d not in created.checked or verify == "read-back"]
+            back = _read(dst, check)
             for dst_id in ok:
-                if back[dst_id] != states[dst_id]:  # value for value, both halves
+                if dst_id in back and back[dst_id] != states[dst_id]:  # value for value
                     report.mismatched.append(dst_id)
                     continue
                 if planned_dst[dst_id] is None:
@@ -227,6 +255,11 @@ def transfer(
                     copied_digest.setdefault(origin[dst_id], digest(states[dst_id]))
             progress("write", min((done + 1) * CHUNK, len(to_write)), len(to_write))
         dst.flush()  # what was written is durable before anything leaves the source
+        if locked and hasattr(dst, "read_lock"):  # a killed run's locks on the plan's IDs
+            from state_ext.backends.debris import sweep_stale_locks
+
+            planned = {d for _, d in pairs}
+            report.stale_locks_removed = sweep_stale_locks(dst, sorted(locked & planned))
     except BackendError as exc:  # the store failed: say how far the run got
         done = report.copied + report.overwritten
         raise type(exc)(f"{exc.message}; {done} of {len(to_write)} state(s) were written and "
@@ -245,6 +278,57 @@ def transfer(
         report.deleted_from_source = len(verified) - len(failures)
     report.elapsed_seconds = time.monotonic() - started
     return report
+
+
+def _listing(dst: StateBackend) -> tuple[set[str], set[str]]:
+    """(IDs with a state, IDs with a lock object) from one listing of the destination."""
+    lister = getattr(dst, "plan_listing", None)
+    if lister is None:
+        return set(dst.list_ids()), set()
+    seen = lister()
+    return set(seen.ids), set(seen.locked)
+
+
+@dataclass
+class _Created:
+    checked: set[str] = field(default_factory=set)  # created, checked by the store's checksum
+    redo: set[str] = field(default_factory=set)  # to write under the lock after all
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _create_new(dst, fresh: dict, report: TransferReport, concurrency: int) -> _Created:
+    """One conditional create per new state. An ID someone created since the plan is never
+    overwritten: it fails like the locked path's check (``_sort_races`` then decides); an
+    ID whose lock appeared takes the locked path."""
+    done = _Created()
+    if not fresh:
+        return done
+    result = dst.create_new_many(fresh, concurrency=concurrency)
+    done.checked.update(result.created)
+    report.created_unlocked += len(result.created)
+    done.failed.update(result.failed)
+    done.redo.update(result.locked)
+    done.failed.update(dict.fromkeys(result.exists, RACED))
+    return done
+
+
+RACED = "changed by another process during the operation"
+
+
+def _sort_races(failures: dict, planned_dst: dict, report: TransferReport,
+                on_conflict: str) -> None:
+    """A state planned as absent that someone created before our write (a refused
+    conditional create, or the locked path's check) is a conflict: with ``fail`` it is
+    reported as one, with ``skip`` skipped; with ``overwrite`` it stays a failure, because
+    overwrite replaces what the plan saw, not a state written after it."""
+    for dst_id in [d for d, why in failures.items() if why == RACED and planned_dst[d] is None]:
+        if on_conflict == "fail":
+            report.raced.append(dst_id)
+        elif on_conflict == "skip":
+            report.skipped_conflicts.append(dst_id)
+        else:
+            continue
+        del failures[dst_id]
 
 
 @dataclass

@@ -20,7 +20,9 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from state_ext.backends import debris
 from state_ext.backends.base import StateBackend, StateSlot, digest
+from state_ext.backends.fast_create import CREATED, EXISTS, Listing, NewWrites
 from state_ext.backends.locks import HeldLock, LockPrimitives, hold_lock, lock_age
 from state_ext.errors import BackendError, ConfigurationError, StateExtError
 from state_ext.model import Envelope
@@ -29,6 +31,8 @@ from state_ext.state_ids import matches, validate_state_id
 
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
+LOCKED = "locked"
+FAST_IMPORT_MIN = 20  # an import this large is worth one walk of the folder first
 READ_ATTEMPTS = 5  # Meltano truncates then writes: give a concurrent writer a moment
 _UNIQUE = itertools.count()
 _PREFIX: list[str] = []
@@ -114,7 +118,7 @@ class FileBackend(StateBackend, LockPrimitives):
         if not self.root.is_dir():
             raise BackendError(f"State directory {self.root} is not a directory")
         found = []
-        for dirpath, _dirnames, filenames in os.walk(self.root, onerror=self._walk_error):
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=self._walk_error):
             if STATE_FILE in filenames and dirpath != str(self.root):
                 state_id = os.path.relpath(dirpath, self.root)
                 if matches(state_id, pattern):
@@ -152,22 +156,32 @@ class FileBackend(StateBackend, LockPrimitives):
         """One hidden scratch file in the state folder, created then deleted: a read-only
         folder fails here, in one line, before any state is written. It is no state
         (Meltano lists ``*/state.json``), even if a crash leaves it behind."""
-        import tempfile
-
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, scratch = tempfile.mkstemp(prefix=".state-ext-write-check-", dir=self._root)
-            os.close(fd)
+            scratch = os.path.join(self._root, f".state-ext-write-check.{_unique()}.tmp")
+            os.close(os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             os.unlink(scratch)
         except OSError as exc:
             raise BackendError(f"{self.label} does not accept writes, so nothing was written: "
                                f"cannot create a file in {self._root}: {_describe(exc)}") from None
 
     def put_many(self, states: dict[str, Envelope]) -> int:
-        """Import: lock every ID first, so that one lock we cannot take writes nothing."""
+        """Import: lock every ID that exists or is locked first, so that one lock we cannot
+        take writes nothing; then create the new ones without a lock (``create_new_many``),
+        and overwrite the rest, with those someone created meanwhile (import overwrites)."""
+        fresh: dict[str, Envelope] = {}
+        if len(states) >= FAST_IMPORT_MIN:
+            seen = self.plan_listing()
+            taken = set(seen.ids) | seen.locked
+            fresh = {i: e for i, e in states.items() if i not in taken}
         with ExitStack() as held:
-            ready = [(i, held.enter_context(self._locked(i))) for i in sorted(states)]
-            failures = self._write_durably(ready, states)
+            ready = [(i, held.enter_context(self._locked(i)))
+                     for i in sorted(states) if i not in fresh]
+            result = self._create_new_many(fresh)
+            late = sorted(result.exists + result.locked)
+            ready += [(i, held.enter_context(self._locked(i))) for i in late]
+            failures = {**result.failed, **self._write_durably(ready, states)}
+        self.flush()
         if failures:
             written = len(states) - len(failures)
             raise BackendError(
@@ -178,7 +192,9 @@ class FileBackend(StateBackend, LockPrimitives):
     def put_many_checked(self, states, expected, concurrency=8):
         """Migrate: per ID, on a thread pool (file syscalls release the GIL): lock, check
         that it still holds what was planned over, write it atomically, unlock. A thread
-        holds one lock at a time, so concurrent bulk writers cannot deadlock.
+        holds one lock at a time, so concurrent bulk writers cannot deadlock. A state
+        planned as absent takes no lock: it is created whole by ``_create_new`` (a link
+        that never replaces a ``state.json``), unless its folder holds a lock by now.
 
         Bulk writes are renamed into place without one fsync each: ``flush`` (one
         ``syncfs``) is the durability barrier the engine runs before it verifies or deletes
@@ -191,6 +207,12 @@ class FileBackend(StateBackend, LockPrimitives):
 
         def one(state_id: str) -> str | None:
             try:
+                if expected[state_id] is None:  # planned as absent: no lock needed
+                    outcome = self._create_new(state_id, states[state_id].to_json())
+                    if outcome == CREATED:
+                        return None
+                    if outcome == EXISTS:
+                        return "changed by another process during the operation"
                 with self._locked(state_id) as directory:
                     if not self._still_holds(state_id, directory, expected[state_id]):
                         return "changed by another process during the operation"
@@ -206,13 +228,97 @@ class FileBackend(StateBackend, LockPrimitives):
             reasons = list(pool.map(one, ids))
         return {state_id: reason for state_id, reason in zip(ids, reasons, strict=True) if reason}
 
+    # -- new states without the lock ---------------------------------------------------
+    def plan_listing(self, pattern: str | None = None) -> Listing:
+        """States and locks from one walk; temporaries of dead processes are removed on the
+        way (debris.py)."""
+        ids, locked = [], set()
+        if not self.root.is_dir():
+            return Listing(self.list_ids(pattern))
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=self._walk_error):
+            debris.remove_dead_temps(dirpath, [f for f in filenames if f.startswith(".")])
+            if dirpath == self._root:
+                continue
+            state_id = os.path.relpath(dirpath, self._root)
+            if STATE_FILE in filenames and matches(state_id, pattern):
+                ids.append(state_id)
+            if LOCK_FILE in filenames:
+                locked.add(state_id)
+        return Listing(sorted(ids), locked)
+
+    def _create_new_many(self, states: dict[str, Envelope], concurrency: int = 4) -> NewWrites:
+        """Create states planned as absent without taking their lock: each is written whole
+        to a temporary file in its folder and linked to ``state.json`` (``link`` fails if
+        the name exists), so a reader sees no state or a complete one, and a state someone
+        created meanwhile is never replaced. A folder that holds a lock by now goes back to
+        the locked path. Made durable by ``flush`` (one ``syncfs``), like every bulk write."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        result = NewWrites()
+        if not states:
+            return result
+        self._needs_flush = True
+        self.root.mkdir(parents=True, exist_ok=True)
+
+        def one(state_id: str) -> tuple[str, str]:
+            try:
+                return state_id, self._create_new(state_id, states[state_id].to_json())
+            except StateExtError as exc:
+                return state_id, exc.message
+
+        ids = sorted(states)
+        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, 4, len(ids)))) as pool:
+            for state_id, outcome in pool.map(one, ids):
+                if outcome == CREATED:
+                    result.created.append(state_id)
+                elif outcome == EXISTS:
+                    result.exists.append(state_id)
+                elif outcome == LOCKED:
+                    result.locked.append(state_id)
+                else:
+                    result.failed[state_id] = outcome
+        return result
+
+    def _create_new(self, state_id: str, text: str) -> str:
+        directory = self._path(state_id)
+        target = os.path.join(directory, STATE_FILE)
+        temporary = os.path.join(directory, f".state.json.{_unique()}.tmp")
+        made = False
+        try:
+            try:
+                os.mkdir(directory)
+                made = True
+            except FileExistsError:  # a writer taking its lock, or a folder left empty
+                if os.path.lexists(os.path.join(directory, LOCK_FILE)):
+                    return LOCKED
+                _make_dir(directory)
+            except FileNotFoundError:  # a nested ID whose parents do not exist yet
+                os.makedirs(directory, exist_ok=True)
+                made = True
+            _write_new(temporary, text)
+            try:
+                os.link(temporary, target)  # fails if a state.json is there: never replaces
+            except FileExistsError:
+                return EXISTS
+            return CREATED
+        except OSError as exc:
+            raise BackendError(f"Cannot write {target}: {_describe(exc)}") from None
+        finally:
+            with suppress(OSError):
+                os.unlink(temporary)
+            if made and not os.path.lexists(target):
+                self._prune(Path(directory))
+
     @contextmanager
     def _locked(self, state_id: str):
         """Create the ID's folder, hold its lock, and remove the folder again if it was left
-        without a state (a delete, a failed or refused write)."""
+        without a state (a delete, a failed or refused write). Temporaries that dead
+        processes left in the folder are removed first (debris.py)."""
         directory = self._path(state_id)
         try:
             _make_dir(directory)
+            debris.remove_dead_temps(directory, [n for n in os.listdir(directory)
+                                                 if n.startswith(".")])
         except OSError as exc:
             raise BackendError(
                 f"Cannot write state for {state_id!r}: cannot create {directory}: {_describe(exc)}"
@@ -354,6 +460,16 @@ class _FileSlot(StateSlot):
         except OSError as exc:
             raise BackendError(f"Cannot delete state {self.state_id!r}: {_describe(exc)}") from None
         return True
+
+
+def _write_new(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        data = memoryview(text.encode("utf-8"))
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def _atomic_write(directory: str, text: str, *, durable: bool) -> None:

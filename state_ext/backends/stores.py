@@ -407,3 +407,83 @@ class FsspecStore(AsyncStore):
                 if parent and not getattr(self.fs, "async_impl", False):
                     with contextlib.suppress(Exception):  # not empty, or no folders at all
                         await self._run("rmdir", parent)
+
+
+# -- one-request creates of new states, checked by the service's own checksum -------------
+def md5_of(data: bytes) -> bytes:
+    import hashlib
+
+    return hashlib.md5(data, usedforsecurity=False).digest()
+
+
+async def s3_create_checked(store: S3Store, key: str, data: bytes):
+    """PutObject with ``If-None-Match: *`` and ``Content-MD5`` (S3 refuses a body whose MD5
+    differs, with BadDigest), through the aiobotocore client. Returns None when the key
+    exists, else (ETag, verified): verified is True when the ETag is the MD5 of our bytes,
+    None when it cannot say (an SSE-KMS ETag is no MD5; the caller then reads back)."""
+    import base64
+
+    from botocore.exceptions import ClientError
+
+    if not store._client_ready:
+        await store._without_expect_continue()
+    client = await store.fs.set_session()
+    digest = md5_of(data)
+    try:
+        response = await client.put_object(
+            Bucket=store.bucket, Key=key, Body=data, ContentType=JSON, IfNoneMatch="*",
+            ContentMD5=base64.b64encode(digest).decode())
+    except ClientError as exc:
+        if _s3_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+            return None
+        raise
+    etag = response.get("ETag")
+    verified = True if (etag or "").strip('"') == digest.hex() else None
+    return etag, verified
+
+
+async def gcs_create_checked(store: GCSStore, key: str, data: bytes):
+    """A multipart upload with ``ifGenerationMatch=0`` (gcsfs's ``pipe_file(mode="create")``);
+    the object resource GCS answers with carries the MD5 it computed of what it stored
+    (``md5Hash``), compared with ours (gcsfs sends no checksum for the service to check on
+    receipt, so a damaged body is caught here and its generation deleted). Returns None
+    when the key exists, else (generation, verified)."""
+    import base64
+
+    try:  # fsspec's public async pipe_file: for small data, one multipart upload
+        result = await store.fs._pipe_file(f"{store.bucket}/{key}", data, content_type=JSON,
+                                           mode="create")
+    except FileExistsError:
+        return None
+    except FileNotFoundError:
+        raise BucketNotFound(store.bucket) from None
+    result = result if isinstance(result, dict) else {}
+    generation = str(result.get("generation", ""))
+    returned = result.get("md5Hash")
+    verified = None if not returned else returned == base64.b64encode(md5_of(data)).decode()
+    return generation, verified
+
+
+async def azure_create_checked(store: AzureStore, key: str, data: bytes):
+    """Put Blob with ``If-None-Match: *`` and a transactional ``Content-MD5`` header that
+    the service checks on receipt (``validate_content``); the blob's stored Content-MD5
+    is set to ours too and the one the service answers with is compared. Returns None when
+    the blob exists, else (ETag, verified)."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.blob import ContentSettings
+
+    digest = md5_of(data)
+    try:
+        result = await store._blob(key).upload_blob(
+            data, overwrite=False, validate_content=True,
+            content_settings=ContentSettings(content_type=JSON, content_md5=bytearray(digest)),
+            **store.per_call)
+    except ResourceExistsError:
+        return None
+    returned = result.get("content_md5")
+    verified = None if not returned else bytes(returned) == digest
+    return result.get("etag"), verified
+
+
+CHECKED_CREATES = {S3Store: s3_create_checked, GCSStore: gcs_create_checked,
+                   AzureStore: azure_create_checked}

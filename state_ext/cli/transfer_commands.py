@@ -4,6 +4,7 @@ import json
 import os
 import sys
 from contextlib import contextmanager
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -26,6 +27,11 @@ from state_ext.cli.common import (
 )
 
 commands = typer.Typer()
+
+
+class VerifyMode(str, Enum):
+    checksum = "checksum"
+    read_back = "read-back"
 
 
 @commands.command()
@@ -151,6 +157,11 @@ def migrate(
         min=1, max=64,
         help="Requests in flight at once, 1-64 (plugin setting migrate_concurrency; default "
              "64; file:// uses at most 4 threads).")] = None,
+    verify: Annotated[VerifyMode | None, typer.Option(
+        "--verify",
+        help="How new states are verified: checksum (the store's own check of what it "
+             "received; default) or read-back (read every written state back). States "
+             "that existed are always read back.")] = None,
     output_format: Annotated[ListFormat, typer.Option(
         "--format", help="json prints the report on stdout.")] = ListFormat.text,
     no_snapshot: NoSnapshotOption = False,
@@ -185,7 +196,8 @@ def migrate(
         with _progress_bar() as progress:
             report = transfer(source, dest, pattern=pattern, on_conflict=on_conflict.value,
                               dry_run=dry_run, delete_source=delete_source,
-                              concurrency=concurrency, progress=progress)
+                              concurrency=concurrency, progress=progress,
+                              verify=(verify or VerifyMode.checksum).value)
     _render_transfer(report, output_format, undo)
     if not report.ok:
         raise typer.Exit(1)
@@ -275,6 +287,19 @@ def _render_transfer(report, output_format: ListFormat, undo: str = "") -> None:
             f"deleted from source {report.deleted_from_source}; "
             f"{report.elapsed_seconds:.2f} s" + (f", {rate} states/s" if rate else "") + undo
         )
+    if report.write_path and report.would_copy and not report.dry_run:
+        logger.info(f"new states took the locked path: {report.write_path}")
+    if report.stale_locks_removed:
+        logger.info(f"removed {report.stale_locks_removed} stale lock object(s) that a "
+                    "stopped run had left on the migrated state IDs")
+    if report.raced:
+        shown = ", ".join(report.raced[:10]) + (
+            f" and {len(report.raced) - 10} more" if len(report.raced) > 10 else "")
+        action = "were left as they are" if report.on_conflict == "fail" else "were skipped"
+        logger.error(
+            f"{len(report.raced)} state ID(s) were created at the destination by another "
+            f"process after the plan and {action} (never overwritten; run again with "
+            f"--on-conflict skip|overwrite to decide): {shown}")
     if report.conflicts:
         shown = ", ".join(report.conflicts[:10]) + (
             f" and {len(report.conflicts) - 10} more" if len(report.conflicts) > 10 else "")

@@ -1,0 +1,142 @@
+"""New states on object stores in one request each: a conditional create, checked by the
+service's own checksum.
+
+Meltano's per-ID lock exists to order read-modify-writes of a state that exists. A state
+that the planning listing shows absent, with no lock object beside it, has nothing to
+order against: one create that the service performs only if the key is still absent (S3
+``If-None-Match: *``, GCS ``ifGenerationMatch=0``, Azure ``If-None-Match: *``) is both the
+check and the write, so it can never replace a state someone else created after the
+listing: that create fails, and the ID is handed back as a conflict. Lock, create and
+unlock cost three requests; this costs one.
+
+The write is verified without reading it back: the request carries the MD5 of our bytes
+(S3 and Azure reject a body that does not match it), and the service answers with the
+checksum of what it stored (S3 ETag, GCS ``md5Hash``, Azure ``Content-MD5``), compared
+with ours. If the service gives no comparable checksum (an SSE-KMS ETag is no MD5), the
+object is read back. A mismatch deletes that version of the object (conditionally: only
+if it still is the one we created), so nothing wrong is left under the state's name.
+
+Any other fsspec store keeps the locked path: fsspec's ``pipe_file(mode="create")`` is a
+check then a write on most of them (FTP, SFTP), which would be no exclusion at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from state_ext.backends import aio, stores
+from state_ext.errors import StateExtError
+
+LOCK_FILE = "lock"
+STATE_FILE = "state.json"
+CREATED, EXISTS = "created", "exists"
+MISMATCH = ("the store's checksum of the upload differs from ours (damaged in transit); "
+            "nothing was left under its name; running the same command again retries it")
+
+
+@dataclass
+class Listing:
+    """One listing of the destination: the states, and the IDs with a lock object."""
+
+    ids: list[str]
+    locked: set[str] = field(default_factory=set)
+    scratch: list[str] = field(default_factory=list)  # keys of dead writability checks
+
+
+@dataclass
+class NewWrites:
+    """What became of the states planned as new."""
+
+    created: list[str] = field(default_factory=list)  # written and checked by checksum
+    exists: list[str] = field(default_factory=list)  # someone created it meanwhile: conflict
+    locked: list[str] = field(default_factory=list)  # a lock appeared: take the locked path
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def listing(backend, pattern: str | None = None) -> Listing:
+    """States and lock objects from one listing of the prefix."""
+    from state_ext.state_ids import matches, state_id_problem
+
+    from state_ext.backends import debris
+
+    prefix = backend.list_prefix
+    keys = backend.run("list state", backend._list_keys, prefix)
+    ids, locked, scratch = set(), set(), []
+    for key in keys:
+        if not key.startswith(prefix):
+            continue
+        state_id, _, name = key[len(prefix):].rpartition("/")
+        if not state_id and debris.dead_scratch(name):
+            scratch.append(key)
+            continue
+        if not state_id or state_id_problem(state_id) is not None:
+            continue
+        if name == STATE_FILE and matches(state_id, pattern):
+            ids.add(state_id)
+        elif name == LOCK_FILE:
+            locked.add(state_id)
+    return Listing(sorted(ids), locked, scratch)
+
+
+def unsupported_reason(backend) -> str | None:
+    """Why this store keeps the locked path for new states, or None."""
+    if type(backend.store) in stores.CHECKED_CREATES:
+        return None
+    return (f"{backend.scheme}:// offers no atomic conditional create through fsspec, so new "
+            "states were written under the lock (3 requests each)")
+
+
+async def create_one(backend, state_id: str, data: bytes) -> str:
+    """CREATED or EXISTS; raises StateExtError with MISMATCH when the checksum differs."""
+    store, key = backend.store, backend.key(state_id)
+    answer = await stores.CHECKED_CREATES[type(store)](store, key, data)
+    if answer is None:
+        return EXISTS
+    marker, verified = answer
+    if verified is None:  # no comparable checksum: read it back
+        try:
+            found = await store.get_versioned(key)
+        except Exception:  # noqa: BLE001 - e.g. the SDK's own checksum of the read fails
+            found = False
+        if found is None:  # deleted meanwhile by someone else: nothing of ours is left
+            raise StateExtError(f"state {state_id!r} was deleted by another process right "
+                                "after it was created; running the same command again "
+                                "writes it")
+        verified = bool(found) and found[0] == data
+    if not verified:
+        await store.delete_if(key, marker)
+        raise StateExtError(MISMATCH)
+    return CREATED
+
+
+def create_many(backend, states: dict, concurrency: int) -> NewWrites:
+    """Create every state of ``states`` (ID -> envelope), ``concurrency`` in flight."""
+    result = NewWrites()
+    if not states:
+        return result
+
+    async def every() -> list:
+        semaphore = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(state_id: str):
+            async with semaphore:
+                try:
+                    return await create_one(backend, state_id,
+                                            states[state_id].to_json().encode("utf-8"))
+                except StateExtError as exc:
+                    return exc
+                except Exception as exc:  # noqa: BLE001 - reported per ID, as one line
+                    return StateExtError(
+                        backend.describe_failure(f"write state {state_id!r}", exc))
+
+        return await aio.gather_or_cancel(one(state_id) for state_id in states)
+
+    for state_id, outcome in zip(states, backend.run("write states", every), strict=True):
+        if outcome == CREATED:
+            result.created.append(state_id)
+        elif outcome == EXISTS:
+            result.exists.append(state_id)
+        else:
+            result.failed[state_id] = outcome.message
+    return result
