@@ -2,9 +2,11 @@
 
 Usage: .venv/bin/python benchmarks/bench_migrate.py [--states 10000] [--sample 20]
            [--rss-states 100000] [--repeat 1] [--json PATH] [--pg-to '{url}']
+           [--latency-ms MS] [--meltano-repeat 1]
 
 For each pair (SQLite systemdb -> file, file -> S3 on moto, S3 -> GCS on fake-gcs-server,
-SQLite systemdb -> PostgreSQL systemdb on a scratch cluster) the source holds N states of
+SQLite systemdb -> Azure Blob on Azurite, SQLite systemdb -> PostgreSQL systemdb on a
+scratch cluster) the source holds N states of
 bench.py's generator, imported with `state_extension import` (the SQLite schema is created
 by meltano). Each tool writes into a fresh, empty destination (new folder, bucket or
 database; a PostgreSQL schema is created by meltano first, untimed), every one a whole process:
@@ -14,6 +16,10 @@ database; a PostgreSQL schema is created by meltano first, untimed), every one a
   the source's and the destination's MELTANO_STATE_BACKEND_URI / MELTANO_DATABASE_URI;
 * per-ID loop (Meltano's documented procedure): `meltano state get ID > f` then
   `meltano state set --force ID --input-file f`, timed on --sample IDs, extrapolated to N.
+
+With ``--latency-ms MS`` (0 included) every object-store server sits behind
+``latency_proxy.py``: each request waits MS before it is forwarded (a cloud round trip), and
+the requests each tool sends to the destination are counted (``req/state`` columns).
 
 Every migration is checked with `state_extension diff --to DEST --uri SRC` (exit 0), else
 the run fails. Then the peak RSS (ru_maxrss) of `state_extension migrate` of --rss-states
@@ -38,13 +44,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.bench import MELTANO_YML, BenchError, clean_env, generate_states, log  # noqa: E402
-from tests.support.emulators import FakeGcsServer, MotoServer, StoreCase, unique_bucket  # noqa: E402
+from benchmarks.latency_proxy import start_in_thread  # noqa: E402
+from tests.support.emulators import (  # noqa: E402
+    AzuriteServer,
+    FakeGcsServer,
+    MotoServer,
+    StoreCase,
+    unique_bucket,
+)
 from tests.support.postgres import PostgresServer  # noqa: E402
 
 EXPORT_GOAL, LOOP_GOAL, RSS_GOAL_MB = 3.0, 100.0, 200.0
-PAIRS = [("systemdb", "file"), ("file", "s3"), ("s3", "gs"), ("systemdb", "postgres")]
+PAIRS = [("systemdb", "file"), ("file", "s3"), ("s3", "gs"), ("systemdb", "azure"),
+         ("systemdb", "postgres")]
 LABEL = {"systemdb": "systemdb (SQLite)", "file": "file", "s3": "S3", "gs": "GCS",
-         "postgres": "systemdb (PostgreSQL)"}
+         "azure": "Azure", "postgres": "systemdb (PostgreSQL)"}
+CLOUDS = ("s3", "gs", "azure")
 
 
 @dataclass
@@ -103,13 +118,40 @@ class Bench:
     def __init__(self, args, root: Path):
         self.args, self.root, self.count = args, root, 0
         self.base_env = clean_env(root / "pycache")
-        self.s3 = StoreCase("s3", MotoServer().start())
-        self.gs = StoreCase("gs", FakeGcsServer().start())
-        self.pg = PostgresServer().start()
+        self.servers, self.proxies = [], {}
+        kinds = {k for pair in pairs_of(args) for k in pair}
+        for kind, server_class in (("s3", MotoServer), ("gs", FakeGcsServer),
+                                   ("azure", AzuriteServer)):
+            if kind not in kinds:
+                continue
+            server = server_class().start()
+            self.servers.append(server)
+            if args.latency_ms is not None:  # point every client at a proxy instead
+                import copy
+
+                proxy = self.proxies[kind] = start_in_thread(server.port,
+                                                             latency_ms=args.latency_ms)
+                server = copy.copy(server)
+                server.port = proxy.port
+            setattr(self, kind, StoreCase(kind, server))
+        self.pg = PostgresServer().start() if "postgres" in kinds else None
         self.sources = {"systemdb": Store("systemdb")}  # the project's SQLite database
 
+    def requests(self, kind: str) -> int | None:
+        """Requests the proxy of ``kind`` forwarded since its last reset (None: no proxy)."""
+        proxy = self.proxies.get(kind)
+        return None if proxy is None else proxy.stats()["requests"]
+
+    def reset_requests(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.reset()
+        time.sleep(0.05)  # the reset runs on the proxy's loop
+
     def close(self) -> None:
-        for stop in (self.s3.server.stop, self.gs.server.stop, self.pg.stop):
+        for proxy in self.proxies.values():
+            proxy.stop()
+        stops = [server.stop for server in self.servers] + ([self.pg.stop] if self.pg else [])
+        for stop in stops:
             try:
                 stop()
             except Exception as exc:  # noqa: BLE001 - cleanup must go on
@@ -131,7 +173,7 @@ class Bench:
         if kind == "file":
             uri = (self.root / f"state-{self.count}").as_uri()
             return Store(uri, {"MELTANO_STATE_BACKEND_URI": uri})
-        if kind in ("s3", "gs"):
+        if kind in CLOUDS:
             case = getattr(self, kind)
             bucket = unique_bucket("bench")
             case.server.create_bucket(bucket)
@@ -157,27 +199,41 @@ class Bench:
             src = self.sources[src_kind] = self.fresh(src_kind)
             log(f"{name}: importing {n} states into the source with state_extension import")
             self.state_ext("import", "--uri", src.uri, docfile, src=src)
-        row = {"pair": name}
-        times = []
+        row = {"pair": name, "dst": dst_kind}
+        times, requests = [], []
         for i in range(self.args.repeat):
             dst = self.fresh(dst_kind)
+            self.reset_requests()
             elapsed, _ = self.state_ext("migrate", "--to", dst.uri, src=src, dst=dst)
+            requests.append(self.requests(dst_kind))
             self.verify(src, dst, f"state-ext migrate {name}")
             times.append(elapsed)
             log(f"{name}: state_extension migrate {i + 1}/{self.args.repeat}: {elapsed:.1f} s "
-                f"({n / elapsed:.0f} states/s), verified")
+                f"({n / elapsed:.0f} states/s), {requests[-1]} requests, verified")
         row["state_ext_s"] = statistics.median(times)
-        dst = self.fresh(dst_kind)
-        m = str(self.args.meltano)
-        row["export_import_s"] = pipe([m, "state", "export"], self.env(src),
-                                      [m, "state", "import"], self.env(dst), cwd=self.root)
+        row["state_ext_samples"] = times
+        row["state_ext_req"] = requests[-1]
+        m, theirs, their_requests = str(self.args.meltano), [], None
+        for _ in range(self.args.meltano_repeat):
+            dst = self.fresh(dst_kind)
+            self.reset_requests()
+            theirs.append(pipe([m, "state", "export"], self.env(src),
+                               [m, "state", "import"], self.env(dst), cwd=self.root))
+            their_requests = self.requests(dst_kind)
+        row["export_import_s"] = statistics.median(theirs)
+        row["export_import_samples"] = theirs
+        row["export_import_req"] = their_requests
         try:
             self.verify(src, dst, f"meltano export|import {name}")
             row["export_import_exact"] = True
         except BenchError as exc:  # meltano's result is reported, not ours to fail on
             log(f"note: {exc}")
             row["export_import_exact"] = False
-        log(f"{name}: meltano state export | meltano state import: {row['export_import_s']:.1f} s")
+        log(f"{name}: meltano state export | meltano state import: {row['export_import_s']:.1f} s"
+            f", {their_requests} requests")
+        if not self.args.sample:
+            row["loop_per_id_s"] = row["loop_est_s"] = None
+            return row
         dst, loop_s = self.fresh(dst_kind), 0.0
         sample = ids[:: max(1, len(ids) // self.args.sample)][: self.args.sample]
         for state_id in sample:
@@ -222,19 +278,28 @@ def mark(ok: bool) -> str:
 
 
 def render(rows: list[dict], rss: dict | None, n: int, rss_run: bool = True) -> str:
-    lines = [f"| pair ({n} states) | state-ext (s, states/s) | export\\|import (s) | x faster | "
-             "per-ID loop (s est.) | x faster |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"| pair ({n} states) | state-ext (s, states/s) | req/state | export\\|import (s) "
+             "| req/state | x faster | per-ID loop (s est.) | x faster |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def per_state(count):
+        return "-" if count is None else f"{count / n:.3f}"
+
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['pair']} | ERROR | | | | |")
+            lines.append(f"| {r['pair']} | ERROR | | | | | | |")
             continue
         ext, exp, loop = r["state_ext_s"], r["export_import_s"], r["loop_est_s"]
         note = "" if r["export_import_exact"] else " (not exact)"
-        loop_x = loop / ext
+        loop_cells = "- | -"
+        if loop is not None:
+            loop_x = loop / ext
+            loop_cells = (f"{loop:,.0f} ({r['loop_per_id_s']:.2f} s/ID) | {loop_x:,.0f}x "
+                          f"{mark(loop_x >= LOOP_GOAL)}")
         lines.append(
-            f"| {r['pair']} | {ext:.1f} ({n / ext:,.0f}/s) | {exp:.1f}{note} | "
-            f"{exp / ext:.1f}x {mark(exp / ext >= EXPORT_GOAL)} | {loop:,.0f} "
-            f"({r['loop_per_id_s']:.2f} s/ID) | {loop_x:,.0f}x {mark(loop_x >= LOOP_GOAL)} |")
+            f"| {r['pair']} | {ext:.1f} ({n / ext:,.0f}/s) | {per_state(r.get('state_ext_req'))} "
+            f"| {exp:.1f}{note} | {per_state(r.get('export_import_req'))} | "
+            f"{exp / ext:.1f}x {mark(exp / ext >= EXPORT_GOAL)} | {loop_cells} |")
     lines.append("")
     if rss:
         lines.append(f"Peak RSS of `state_extension migrate`, {rss['states']:,} states systemdb -> "
@@ -250,6 +315,10 @@ def render(rows: list[dict], rss: dict | None, n: int, rss_run: bool = True) -> 
     return "\n".join(lines)
 
 
+def pairs_of(args) -> list[tuple[str, str]]:
+    return [p for p in PAIRS if not args.only or "-".join(p) in args.only.split(",")]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--states", type=int, default=10000, help="states in each source")
@@ -263,16 +332,23 @@ def main() -> int:
                         help="state-ext URI of a PostgreSQL systemdb; {url} = its SQLAlchemy URL")
     parser.add_argument("--only", default="",
                         help="comma-separated pairs to run, e.g. s3-gs,systemdb-file "
-                             "(default: all four); --rss-states 0 skips the RSS run")
+                             "(default: all five); --rss-states 0 skips the RSS run")
+    parser.add_argument("--latency-ms", type=float, default=None,
+                        help="put each object store behind latency_proxy.py with this delay per "
+                             "request, and count requests (0: count only)")
+    parser.add_argument("--meltano-repeat", type=int, default=1,
+                        help="export|import runs per pair (median)")
     args = parser.parse_args()
-    pairs = [p for p in PAIRS if not args.only or "-".join(p) in args.only.split(",")]
+    pairs = pairs_of(args)
     if args.only and not pairs:
         parser.error(f"--only: none of {args.only!r} is one of "
                      f"{', '.join('-'.join(p) for p in PAIRS)}")
     if args.rss_states == 0:
         args.rss_states = None
-    if min(args.states, args.sample, args.rss_states or 1, args.repeat) < 1:
-        parser.error("--states, --sample, --rss-states and --repeat must be at least 1")
+    if min(args.states, args.rss_states or 1, args.repeat, args.meltano_repeat) < 1 or \
+            args.sample < 0:
+        parser.error("--states, --rss-states and the repeats must be at least 1 (--sample 0 "
+                     "skips the per-ID loop)")
     args.sample = min(args.sample, args.states)
 
     doc = generate_states(args.states)
@@ -308,8 +384,11 @@ def main() -> int:
         finally:
             b.close()
     print(render(rows, rss, args.states, rss_run=bool(args.rss_states)))
+    latency = "" if args.latency_ms is None else \
+        f"; object stores behind a {args.latency_ms:g} ms-per-request proxy"
     print(f"({os.cpu_count()} CPUs, load average {load:.1f} -> {os.getloadavg()[0]:.1f}; "
-          f"wall clock of whole processes; state-ext median of {args.repeat}, meltano 1 run.)")
+          f"wall clock of whole processes; state-ext median of {args.repeat}, meltano median "
+          f"of {args.meltano_repeat}{latency}; req/state = requests to the destination.)")
     if args.json:
         args.json.write_text(json.dumps({"states": args.states, "rows": rows, "rss": rss},
                                         indent=2) + "\n")
