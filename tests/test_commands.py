@@ -3,9 +3,8 @@
 Each behaviour runs against a `file://` store and a SQLite system database. The stores
 are seeded and inspected directly (files / SQL), never through state-ext itself, so a
 wrong write cannot hide behind a matching wrong read. The SQLite schema is Meltano's
-DDL (reference meltano-state.md §3.1), created without running meltano.
-
-Reference: /work/shared/reference/meltano-state.md §1.1, §2 (CLI), §3.1-3.2 (layouts).
+DDL (as Meltano 4.4.1 creates it), created without running meltano. The expected
+outputs, prompts and layouts are those of `meltano state` 4.4.1 (README: "Commands").
 """
 
 from __future__ import annotations

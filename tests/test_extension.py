@@ -1,7 +1,8 @@
 """The EDK side of state-ext: describe, initialize, invoke, logging, a light `--help`.
 
-Reference: /work/shared/reference/edk.md §1 (EDK API, describe formats, logging options),
-§4.2-4.3 (what Meltano passes, how it re-logs stderr), §7 (conventions).
+What is checked is Meltano 4.4's EDK contract: the describe formats and logging options
+of meltano-edk, the environment Meltano passes to a utility and how it re-logs stderr
+(README: "Behaviour under Meltano").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The state envelope, Meltano's deep merge and the exact JSON (in-process).
 
-Reference: /work/shared/reference/meltano-state.md §1.1 (MeltanoState, merge), §2.2
-(state set validation), §10 (compatibility checklist).
+What is checked is Meltano 4.4.1's own model (MeltanoState's two halves and its deep
+merge, `state set` validation), as state_ext/model.py's docstring describes it.
 """
 
 from __future__ import annotations

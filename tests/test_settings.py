@@ -1,9 +1,9 @@
 """Resolving state_backend.* and database_uri the way Meltano does.
 
-Reference: /work/shared/reference/meltano-state.md §5 (precedence, env var names,
-namespaces, $VAR expansion), §3.2 (file URI with four slashes), edk.md §4.2 (the env
-Meltano passes to a utility). In-process, except the few checks that are about what the
-`state_extension` executable prints.
+The rules are Meltano 4.4.1's (precedence, env var names, namespaces, $VAR expansion,
+a file URI with four slashes, the env Meltano passes to a utility), as
+state_ext/settings.py's docstring lists them. In-process, except the few checks that are
+about what the `state_extension` executable prints.
 """
 
 from __future__ import annotations

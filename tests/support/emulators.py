@@ -6,7 +6,7 @@
 * Azure Blob: Azurite 3.35.0 installed by ``scripts/bootstrap.sh`` into ``.tools/azurite``.
 
 Every server runs in memory, is bound to loopback, and is stopped by its own PID.
-See docs/object-stores.md and ../shared/reference/emulators.md for the pitfalls handled here.
+The pitfalls each server has (and how they are handled) are commented where they are.
 """
 
 from __future__ import annotations
