@@ -56,9 +56,8 @@ class NewWrites:
 
 def listing(backend, pattern: str | None = None) -> Listing:
     """States and lock objects from one listing of the prefix."""
-    from state_ext.state_ids import matches, state_id_problem
-
     from state_ext.backends import debris
+    from state_ext.state_ids import matches, state_id_problem
 
     prefix = backend.list_prefix
     keys = backend.run("list state", backend._list_keys, prefix)

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from state_ext.backends import debris
 from state_ext.backends.base import StateBackend, StateSlot, digest
-from state_ext.backends.fast_create import CREATED, EXISTS, Listing, NewWrites
+from state_ext.backends.fast_create import CREATED, EXISTS
 from state_ext.backends.locks import HeldLock, LockPrimitives, hold_lock, lock_age
 from state_ext.errors import BackendError, ConfigurationError, StateExtError
 from state_ext.model import Envelope
@@ -31,7 +31,7 @@ from state_ext.state_ids import matches, validate_state_id
 
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
-LOCKED = "locked"
+LOCKED = "locked"  # see file_create.create_new
 FAST_IMPORT_MIN = 20  # an import this large is worth one walk of the folder first
 READ_ATTEMPTS = 5  # Meltano truncates then writes: give a concurrent writer a moment
 _UNIQUE = itertools.count()
@@ -118,7 +118,7 @@ class FileBackend(StateBackend, LockPrimitives):
         if not self.root.is_dir():
             raise BackendError(f"State directory {self.root} is not a directory")
         found = []
-        for dirpath, dirnames, filenames in os.walk(self.root, onerror=self._walk_error):
+        for dirpath, _dirnames, filenames in os.walk(self.root, onerror=self._walk_error):
             if STATE_FILE in filenames and dirpath != str(self.root):
                 state_id = os.path.relpath(dirpath, self.root)
                 if matches(state_id, pattern):
@@ -228,86 +228,21 @@ class FileBackend(StateBackend, LockPrimitives):
             reasons = list(pool.map(one, ids))
         return {state_id: reason for state_id, reason in zip(ids, reasons, strict=True) if reason}
 
-    # -- new states without the lock ---------------------------------------------------
-    def plan_listing(self, pattern: str | None = None) -> Listing:
-        """States and locks from one walk; temporaries of dead processes are removed on the
-        way (debris.py)."""
-        ids, locked = [], set()
-        if not self.root.is_dir():
-            return Listing(self.list_ids(pattern))
-        for dirpath, dirnames, filenames in os.walk(self.root, onerror=self._walk_error):
-            debris.remove_dead_temps(dirpath, [f for f in filenames if f.startswith(".")])
-            if dirpath == self._root:
-                continue
-            state_id = os.path.relpath(dirpath, self._root)
-            if STATE_FILE in filenames and matches(state_id, pattern):
-                ids.append(state_id)
-            if LOCK_FILE in filenames:
-                locked.add(state_id)
-        return Listing(sorted(ids), locked)
+    # -- new states without the lock (file_create.py) -------------------------------------
+    def plan_listing(self, pattern: str | None = None):
+        from state_ext.backends import file_create
 
-    def _create_new_many(self, states: dict[str, Envelope], concurrency: int = 4) -> NewWrites:
-        """Create states planned as absent without taking their lock: each is written whole
-        to a temporary file in its folder and linked to ``state.json`` (``link`` fails if
-        the name exists), so a reader sees no state or a complete one, and a state someone
-        created meanwhile is never replaced. A folder that holds a lock by now goes back to
-        the locked path. Made durable by ``flush`` (one ``syncfs``), like every bulk write."""
-        from concurrent.futures import ThreadPoolExecutor
+        return file_create.plan_listing(self, pattern)
 
-        result = NewWrites()
-        if not states:
-            return result
-        self._needs_flush = True
-        self.root.mkdir(parents=True, exist_ok=True)
+    def _create_new_many(self, states: dict[str, Envelope], concurrency: int = 4):
+        from state_ext.backends import file_create
 
-        def one(state_id: str) -> tuple[str, str]:
-            try:
-                return state_id, self._create_new(state_id, states[state_id].to_json())
-            except StateExtError as exc:
-                return state_id, exc.message
-
-        ids = sorted(states)
-        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, 4, len(ids)))) as pool:
-            for state_id, outcome in pool.map(one, ids):
-                if outcome == CREATED:
-                    result.created.append(state_id)
-                elif outcome == EXISTS:
-                    result.exists.append(state_id)
-                elif outcome == LOCKED:
-                    result.locked.append(state_id)
-                else:
-                    result.failed[state_id] = outcome
-        return result
+        return file_create.create_new_many(self, states, concurrency)
 
     def _create_new(self, state_id: str, text: str) -> str:
-        directory = self._path(state_id)
-        target = os.path.join(directory, STATE_FILE)
-        temporary = os.path.join(directory, f".state.json.{_unique()}.tmp")
-        made = False
-        try:
-            try:
-                os.mkdir(directory)
-                made = True
-            except FileExistsError:  # a writer taking its lock, or a folder left empty
-                if os.path.lexists(os.path.join(directory, LOCK_FILE)):
-                    return LOCKED
-                _make_dir(directory)
-            except FileNotFoundError:  # a nested ID whose parents do not exist yet
-                os.makedirs(directory, exist_ok=True)
-                made = True
-            _write_new(temporary, text)
-            try:
-                os.link(temporary, target)  # fails if a state.json is there: never replaces
-            except FileExistsError:
-                return EXISTS
-            return CREATED
-        except OSError as exc:
-            raise BackendError(f"Cannot write {target}: {_describe(exc)}") from None
-        finally:
-            with suppress(OSError):
-                os.unlink(temporary)
-            if made and not os.path.lexists(target):
-                self._prune(Path(directory))
+        from state_ext.backends import file_create
+
+        return file_create.create_new(self, state_id, text)
 
     @contextmanager
     def _locked(self, state_id: str):
@@ -460,16 +395,6 @@ class _FileSlot(StateSlot):
         except OSError as exc:
             raise BackendError(f"Cannot delete state {self.state_id!r}: {_describe(exc)}") from None
         return True
-
-
-def _write_new(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        data = memoryview(text.encode("utf-8"))
-        while data:
-            data = data[os.write(fd, data):]
-    finally:
-        os.close(fd)
 
 
 def _atomic_write(directory: str, text: str, *, durable: bool) -> None:

@@ -1,0 +1,120 @@
+"""New ``file://`` states without the lock, and the one walk that plans a migration.
+
+A state planned as absent is written whole to a temporary file in its folder and linked to
+``state.json``: ``link()`` fails if the name exists, so a reader sees no state or a complete
+one, and a state someone created meanwhile (a ``meltano run``, ``meltano state set``) is
+never replaced; it is reported instead. A folder that holds a ``lock`` by the time we get
+there sends the state back to the locked path: a writer is at work on it. Writes are made
+durable by the backend's ``flush`` (one ``syncfs``), like every bulk write.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import suppress
+from pathlib import Path
+
+from state_ext.backends import debris
+from state_ext.backends.fast_create import CREATED, EXISTS, Listing, NewWrites
+from state_ext.backends.file import (
+    LOCK_FILE,
+    LOCKED,
+    STATE_FILE,
+    _describe,
+    _make_dir,
+    _unique,
+)
+from state_ext.errors import BackendError, StateExtError
+from state_ext.state_ids import matches
+
+
+def plan_listing(backend, pattern: str | None = None) -> Listing:
+    """States and locks from one walk; temporaries of dead processes are removed on the
+    way (debris.py)."""
+    ids, locked = [], set()
+    if not backend.root.is_dir():
+        return Listing(backend.list_ids(pattern))
+    root = backend._root
+    for dirpath, _dirnames, filenames in os.walk(root, onerror=backend._walk_error):
+        debris.remove_dead_temps(dirpath, [f for f in filenames if f.startswith(".")])
+        if dirpath == root:
+            continue
+        state_id = os.path.relpath(dirpath, root)
+        if STATE_FILE in filenames and matches(state_id, pattern):
+            ids.append(state_id)
+        if LOCK_FILE in filenames:
+            locked.add(state_id)
+    return Listing(sorted(ids), locked)
+
+
+def create_new_many(backend, states: dict, concurrency: int = 4) -> NewWrites:
+    """``create_new`` for each state, on up to four threads (the syscalls drop the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    result = NewWrites()
+    if not states:
+        return result
+    backend._needs_flush = True
+    backend.root.mkdir(parents=True, exist_ok=True)
+
+    def one(state_id: str) -> tuple[str, str]:
+        try:
+            return state_id, create_new(backend, state_id, states[state_id].to_json())
+        except StateExtError as exc:
+            return state_id, exc.message
+
+    ids = sorted(states)
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, 4, len(ids)))) as pool:
+        for state_id, outcome in pool.map(one, ids):
+            if outcome == CREATED:
+                result.created.append(state_id)
+            elif outcome == EXISTS:
+                result.exists.append(state_id)
+            elif outcome == LOCKED:
+                result.locked.append(state_id)
+            else:
+                result.failed[state_id] = outcome
+    return result
+
+
+def create_new(backend, state_id: str, text: str) -> str:
+    """CREATED, EXISTS (someone created it: never replaced) or LOCKED (take the lock)."""
+    directory = backend._path(state_id)
+    target = os.path.join(directory, STATE_FILE)
+    temporary = os.path.join(directory, f".state.json.{_unique()}.tmp")
+    made = False
+    try:
+        try:
+            os.mkdir(directory)
+            made = True
+        except FileExistsError:  # a writer taking its lock, or a folder left empty
+            if os.path.lexists(os.path.join(directory, LOCK_FILE)):
+                return LOCKED
+            _make_dir(directory)
+        except FileNotFoundError:  # a nested ID whose parents do not exist yet
+            os.makedirs(directory, exist_ok=True)
+            made = True
+        write_new(temporary, text)
+        try:
+            os.link(temporary, target)  # fails if a state.json is there: never replaces
+        except FileExistsError:
+            return EXISTS
+        return CREATED
+    except OSError as exc:
+        raise BackendError(f"Cannot write {target}: {_describe(exc)}") from None
+    finally:
+        with suppress(OSError):
+            os.unlink(temporary)
+        if made and not os.path.lexists(target):
+            backend._prune(Path(directory))
+
+
+def write_new(path: str, text: str) -> None:
+    """A new file holding ``text`` (``O_EXCL``: never an existing one), not fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        data = memoryview(text.encode("utf-8"))
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
