@@ -224,3 +224,42 @@ def _summary(state: dict) -> str:
     if marks is None:
         return f"singer_state with {len(state.get('singer_state') or {})} key(s)"
     return compact(state)
+
+
+# -- a new value of the same kind (``bookmark --value``), so guard can still order it --
+def coerce_value(text: str, old: Any, any_type: bool) -> Any:
+    """The new ``replication_key_value`` from its command-line text, of the old value's
+    type: a timestamp stays a valid ISO-8601 timestamp, a number a number. With
+    ``any_type`` (or no old value), JSON numbers become numbers, anything else a string."""
+    number = _number(text)
+    if any_type or old is None:
+        return text if number is None else number
+    old_kind = order_key(old)
+    if old_kind is not None and old_kind[0] == "number":
+        if number is None:
+            raise InvalidInputError(
+                f"Invalid value for --value: {text!r} is not a number, and the current "
+                f"value {shown(old)} is one (--any-type to change the type)")
+        return number
+    if old_kind is not None and old_kind[0] == "time":
+        kind = order_key(text)
+        if kind is None or kind[0] != "time":
+            raise InvalidInputError(
+                f"Invalid value for --value: {text!r} is not an ISO-8601 timestamp, and the "
+                f"current value {old} is one (--any-type to change the type)")
+        return text
+    if isinstance(old, str):
+        return text
+    raise InvalidInputError(
+        f"Invalid value for --value: the current value {shown(old)} is neither a timestamp, "
+        "a number nor a string; pass --any-type to replace it")
+
+
+def _number(text: str) -> int | float | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value

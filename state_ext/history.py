@@ -207,6 +207,23 @@ def collect(state_id: str, *, backend, project_settings, store, stream: str | No
     return result
 
 
+def version_state(state_id: str, ref: str, *, backend, project_settings, store, warn) -> dict:
+    """The effective state that version ``ref`` (``run:ID``, ``s3:VERSION``, a snapshot
+    name) of ``state_id`` holds: what ``restore --run``/``--version`` puts back."""
+    from state_ext.errors import InvalidInputError
+
+    found = collect(state_id, backend=backend, project_settings=project_settings, store=store,
+                    warn=warn, keep_all=True)
+    for item in found.versions:
+        if item.ref == ref or ref in item.seen_refs:
+            if item.state is None:
+                raise InvalidInputError(f"Version {ref} of {state_id!r} is a deletion: use "
+                                        "clear to get there")
+            return item.state
+    raise InvalidInputError(f"No version {ref!r} in the history of {state_id!r} (see "
+                            f"`state_extension history {state_id}`)")
+
+
 # -- assembling ---------------------------------------------------------------------------
 def assemble(state_id: str, observations: list[Version], sources: dict[str, str],
              stream: str | None = None, limit: int | None = None) -> History:

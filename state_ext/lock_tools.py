@@ -128,6 +128,17 @@ def read_locks(backend, pattern: str | None = None) -> list[LockInfo]:
     return [info for info in found if info is not None]
 
 
+def locks_and_runs(backend, pattern: str | None = None) -> tuple[list, list]:
+    """What ``locks`` lists: the lock objects of a file:// or object store, or, on the
+    system database (which keeps none), Meltano's ``runs`` rows left RUNNING."""
+    if supported(backend):
+        return read_locks(backend, pattern), []
+    if hasattr(backend, "engine"):
+        return [], running_runs(backend, pattern)
+    require_support(backend)
+    return [], []  # pragma: no cover - require_support raised
+
+
 def remove(backend, shown: LockInfo) -> LockInfo | None:
     """Delete the lock only if it still is ``shown``; returns the lock there now: None,
     or another process's lock taken meanwhile (left alone)."""

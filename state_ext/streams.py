@@ -18,12 +18,17 @@ would otherwise hide the completed one).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from state_ext.errors import InvalidInputError
-from state_ext.guard import NONE, bookmarks, compact, order_key, shown  # guard's spelling
+from state_ext.guard import (  # guard's spelling, and its kinds of values
+    NONE,
+    bookmarks,
+    coerce_value,
+    compact,
+    shown,
+)
 from state_ext.model import Envelope, canonical_json, copy_json
 
 IN_FLIGHT = ("progress_markers", "replication_key_signpost", "starting_replication_value")
@@ -47,6 +52,16 @@ class StreamRow:
                 "replication_key_value": self.replication_key_value,
                 "partition_count": len(self.partitions), "partitions": self.partitions,
                 "in_flight": self.in_flight, "from": self.source, "other_keys": self.other}
+
+    def cells(self) -> tuple[str, ...]:
+        """This row in ``streams``' text table."""
+        return (self.stream, _cell(self.replication_key), _cell(self.replication_key_value),
+                str(len(self.partitions)), ",".join(self.in_flight) or "-", self.source,
+                compact(self.other) if self.other else "-")
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else shown(value)
 
 
 def stream_marks(state: dict) -> dict:
@@ -159,6 +174,42 @@ def find_partition(state_id: str, stream: str, mark: dict, context: dict) -> int
         f"its partitions: {listing or 'none'}")
 
 
+# -- the commands' plans: every check first, then the changed envelope ------------------
+def plan_reset(state_id: str, envelope: Envelope | None, names: list[str], all_streams: bool,
+               partition: dict | None) -> tuple[list[str], Envelope]:
+    """``reset``: the streams (all of them with ``all_streams``) and the envelope without
+    their bookmarks (or without that partition of each)."""
+    if all_streams:
+        names = list(stream_marks(envelope.effective())) if envelope else []
+    names = require_streams(state_id, envelope, names)
+    if partition is not None:
+        marks = stream_marks(envelope.effective())
+        for name in names:
+            find_partition(state_id, name, marks[name], partition)
+    return names, reset(envelope, names, partition)
+
+
+def plan_bookmark(state_id: str, envelope: Envelope | None, stream: str, text: str,
+                  key: str | None, partition: dict | None, any_type: bool) -> Envelope:
+    """``bookmark``: the envelope with the stream's (or partition's) value set from
+    ``text``, once the stream, the partition, the key and the value's type all check out."""
+    require_streams(state_id, envelope, [stream])
+    mark = stream_marks(envelope.effective())[stream]
+    parts = mark.get("partitions")
+    target = mark
+    if partition is not None:
+        target = parts[find_partition(state_id, stream, mark, partition)]
+    elif isinstance(parts, list) and parts and "replication_key_value" not in mark:
+        raise InvalidInputError(
+            f"Stream {stream!r} of state {state_id!r} has {len(parts)} partition(s): "
+            "give --partition with the context of one")
+    if key is None and "replication_key" not in target:
+        raise InvalidInputError(
+            f"Stream {stream!r} of state {state_id!r} has no replication_key: give --key")
+    new = coerce_value(text, target.get("replication_key_value"), any_type)
+    return set_value(state_id, envelope, stream, new, key, partition)
+
+
 # -- changes -------------------------------------------------------------------------------
 def _halves_marks(envelope: Envelope) -> list[dict]:
     """Each half's ``bookmarks`` object, when that half has one (to change in place)."""
@@ -210,44 +261,6 @@ def set_value(state_id: str, envelope: Envelope, stream: str, value: Any, key: s
     if isinstance(partial_singer, dict) and isinstance(partial_singer.get("bookmarks"), dict):
         partial_singer["bookmarks"].pop(stream, None)
     return result
-
-
-def coerce_value(text: str, old: Any, any_type: bool) -> Any:
-    """The new ``replication_key_value`` from its command-line text, of the old value's
-    type: a timestamp stays a valid ISO-8601 timestamp, a number a number. With
-    ``any_type`` (or no old value), JSON numbers become numbers, anything else a string."""
-    number = _number(text)
-    if any_type or old is None:
-        return text if number is None else number
-    old_kind = order_key(old)
-    if old_kind is not None and old_kind[0] == "number":
-        if number is None:
-            raise InvalidInputError(
-                f"Invalid value for --value: {text!r} is not a number, and the current "
-                f"value {shown(old)} is one (--any-type to change the type)")
-        return number
-    if old_kind is not None and old_kind[0] == "time":
-        kind = order_key(text)
-        if kind is None or kind[0] != "time":
-            raise InvalidInputError(
-                f"Invalid value for --value: {text!r} is not an ISO-8601 timestamp, and the "
-                f"current value {old} is one (--any-type to change the type)")
-        return text
-    if isinstance(old, str):
-        return text
-    raise InvalidInputError(
-        f"Invalid value for --value: the current value {shown(old)} is neither a timestamp, "
-        "a number nor a string; pass --any-type to replace it")
-
-
-def _number(text: str) -> int | float | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value
 
 
 def change_lines(state_id: str, before: Envelope, after: Envelope, streams: list[str]) -> list[str]:

@@ -156,8 +156,10 @@ def restore(
 ) -> None:
     """Put state back from a snapshot (or one history version): shows the changes, asks,
     snapshots what it overwrites (label pre-restore), then writes exactly and verifies."""
+    from state_ext import history as histories
     from state_ext import restore as restoring
     from state_ext.snapshots import auto_snapshot, find, load_states, parse_time
+    from state_ext.state_ids import validate_state_id
 
     if run is not None:
         version = f"run:{run}" if version is None else version
@@ -173,7 +175,10 @@ def restore(
     settings = _settings(project_root)
     with _store(settings, snapshot_uri) as store, state_backend(uri, project_root) as backend:
         if version is not None:
-            source = _history_version(backend, settings, store, target, version)
+            validate_state_id(target)
+            source = restoring.one_version(target, histories.version_state(
+                target, version, backend=backend, project_settings=settings, store=store,
+                warn=log().warning))
         else:
             info = find(store, target, latest=latest,
                         before=parse_time(before) if before else None)
@@ -208,25 +213,6 @@ def _show_plan(source, backend, the_plan) -> None:
                "(left alone)")
     if lines:
         out("\n".join(lines))
-
-
-def _history_version(backend, settings, store, state_id: str, ref: str):
-    from state_ext import history
-    from state_ext.errors import InvalidInputError
-    from state_ext.restore import one_version
-    from state_ext.state_ids import validate_state_id
-
-    validate_state_id(state_id)
-    found = history.collect(state_id, backend=backend, project_settings=settings, store=store,
-                            warn=log().warning, keep_all=True)
-    for item in found.versions:
-        if item.ref == ref or ref in item.seen_refs:
-            if item.state is None:
-                raise InvalidInputError(f"Version {ref} of {state_id!r} is a deletion: use "
-                                        "clear to get there")
-            return one_version(state_id, item.state)
-    raise InvalidInputError(f"No version {ref!r} in the history of {state_id!r} (see "
-                            f"`state_extension history {state_id}`)")
 
 
 @commands.command()

@@ -48,25 +48,19 @@ def streams(
     """One row per stream of the effective state: bookmark, partitions, in-flight markers,
     and the half (completed or partial) its value comes from."""
     from state_ext import streams as layout
-    from state_ext.errors import InvalidInputError
     from state_ext.state_ids import validate_state_id
 
     validate_state_id(state_id)
     with state_backend(uri, project_root) as backend:
         envelope = backend.get(state_id)
-    if envelope is None:
-        raise InvalidInputError(f"No state found for state ID {state_id!r}")
+    layout.require_streams(state_id, envelope, [])  # "No state found" when there is none
     found, opaque = layout.rows(envelope)
     if output_format is ListFormat.json:
         out(json.dumps({"state_id": state_id, "streams": [r.to_dict() for r in found],
                         "other_keys": opaque}))
         return
     table = [("stream", "replication_key", "replication_key_value", "partitions",
-              "in_flight", "from", "other_keys")]
-    for row in found:
-        table.append((row.stream, _cell(row.replication_key), _cell(row.replication_key_value),
-                      str(len(row.partitions)), ",".join(row.in_flight) or "-", row.source,
-                      layout.compact(row.other) if row.other else "-"))
+              "in_flight", "from", "other_keys"), *(row.cells() for row in found)]
     lines = _aligned(table) if found else []
     lines += [f"{path}: {layout.compact(value)}" for path, value in opaque.items()]
     if not lines:
@@ -80,12 +74,6 @@ def _aligned(table: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
     return ["  ".join([*(cell.ljust(width) for cell, width in zip(line, widths, strict=False)),
                        line[-1]]).rstrip() for line in table]
-
-
-def _cell(value) -> str:
-    from state_ext.streams import shown
-
-    return "-" if value is None else shown(value)
 
 
 @commands.command()
@@ -112,15 +100,7 @@ def reset(
     context = layout.parse_partition(partition)
 
     def plan(envelope):
-        names = stream_names or []
-        if all_streams:
-            names = list(layout.stream_marks(envelope.effective())) if envelope else []
-        names = layout.require_streams(state_id, envelope, names)
-        if context is not None:
-            marks = layout.stream_marks(envelope.effective())
-            for name in names:
-                layout.find_partition(state_id, name, marks[name], context)
-        return names, layout.reset(envelope, names, context)
+        return layout.plan_reset(state_id, envelope, stream_names or [], all_streams, context)
 
     _surgery(state_id, plan, "reset", dry_run, force, no_snapshot, uri, project_root,
              lambda names: f"reset {len(names)} stream bookmark(s) of {state_id}: "
@@ -148,26 +128,12 @@ def bookmark(
     """Set a stream's (or one partition's) replication_key_value: rewind it for a backfill
     or move it ahead; the next run starts from that value."""
     from state_ext import streams as layout
-    from state_ext.errors import InvalidInputError
 
     context = layout.parse_partition(partition)
 
     def plan(envelope):
-        layout.require_streams(state_id, envelope, [stream])
-        mark = layout.stream_marks(envelope.effective())[stream]
-        parts = mark.get("partitions")
-        target = mark
-        if context is not None:
-            target = parts[layout.find_partition(state_id, stream, mark, context)]
-        elif isinstance(parts, list) and parts and "replication_key_value" not in mark:
-            raise InvalidInputError(
-                f"Stream {stream!r} of state {state_id!r} has {len(parts)} partition(s): "
-                "give --partition with the context of one")
-        if key is None and "replication_key" not in target:
-            raise InvalidInputError(
-                f"Stream {stream!r} of state {state_id!r} has no replication_key: give --key")
-        new = layout.coerce_value(value, target.get("replication_key_value"), any_type)
-        return [stream], layout.set_value(state_id, envelope, stream, new, key, context)
+        return [stream], layout.plan_bookmark(state_id, envelope, stream, value, key, context,
+                                              any_type)
 
     _surgery(state_id, plan, "bookmark", dry_run, force, no_snapshot, uri, project_root,
              lambda names: f"set the bookmark of stream {stream!r} of {state_id}")
@@ -178,12 +144,13 @@ def _surgery(state_id, plan, label, dry_run, force, no_snapshot, uri, project_ro
     """Show the change ``plan`` makes, ask, snapshot, then make it again under the lock
     (on what the store holds then, so a run that wrote meanwhile is not undone)."""
     from state_ext.state_ids import validate_state_id
+    from state_ext.streams import change_lines
 
     validate_state_id(state_id)
     with state_backend(uri, project_root) as backend:
         before = backend.get(state_id)
         names, after = plan(before)
-        lines = _stream_changes(state_id, before, after, names)
+        lines = change_lines(state_id, before, after, names)
         if not lines:
             log().info(f"Nothing to change: {describe(names)} would leave it as it is")
             return
@@ -196,12 +163,6 @@ def _surgery(state_id, plan, label, dry_run, force, no_snapshot, uri, project_ro
                                no_snapshot=no_snapshot)
         backend.update(state_id, lambda current: plan(current)[1])
     log().info(f"Done: {describe(names)}{undo}")
-
-
-def _stream_changes(state_id, before, after, names) -> list[str]:
-    from state_ext.streams import change_lines
-
-    return change_lines(state_id, before, after, names)
 
 
 @commands.command()
@@ -254,12 +215,7 @@ def locks(
 
     with state_backend(uri, project_root) as backend:
         timeout = backend.settings.lock_timeout_seconds
-        if lock_tools.supported(backend):
-            found, runs = lock_tools.read_locks(backend, pattern), []
-        elif hasattr(backend, "engine"):  # the system database: its RUNNING runs rows
-            found, runs = [], lock_tools.running_runs(backend, pattern)
-        else:
-            lock_tools.require_support(backend)
+        found, runs = lock_tools.locks_and_runs(backend, pattern)
     if output_format is ListFormat.json:
         out(json.dumps({"lock_timeout_seconds": timeout,
                         "locks": [info.to_dict() for info in found],
