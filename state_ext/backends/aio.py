@@ -9,6 +9,13 @@ clean error line, or keep writing after the command gave up:
   cancels them and waits until they have unwound (locks released where the store answers).
 * ``fsspec.asyn.sync`` abandons its coroutine when its timeout or a Ctrl-C ends the wait;
   ``run`` cancels it and waits for it instead.
+* A frozen server (SIGSTOP, a network black hole, a stuck proxy) answers nothing and closes
+  nothing. ``run`` waits by progress, not by size: every run has a ``Progress`` stamp,
+  bumped whenever one of its requests gets an answer (``mark_progress``: the SDK hooks of
+  credentials.py, a lock poll answered; for other stores a task of ``gather_or_cancel``
+  that ends with a result), and the run fails with ``OperationTimeout`` once
+  the stamp is older than the stall window (``state_ext.deadline``), whatever the size of
+  the job.
 * aiohttp runs each request body in a task of its own; when the server drops the
   connection that task fails too, unobserved. ``quiet_loop`` installs an exception handler
   that logs such leftovers of a failure already reported at debug level only, and keeps
@@ -19,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Iterable
 
 CANCEL_GRACE_SECONDS = 5.0
@@ -29,7 +38,49 @@ _QUIET_LOOPS: set[int] = set()
 
 
 class OperationTimeout(TimeoutError):
-    """The whole operation took longer than its bound; its requests were cancelled."""
+    """No request of the operation completed within the stall window (or its whole run
+    passed an explicit bound); its requests were cancelled."""
+
+    def __init__(self, message: str, *, stalled: float | None = None, waiting: int = 0):
+        super().__init__(message)
+        self.stalled, self.waiting = stalled, waiting
+
+
+class Progress:
+    """When a request of one run last got an answer, and how many tasks are in flight.
+
+    Stores whose SDK reports each answer (S3, GCS, Azure: see credentials.py) mark it per
+    request; for the others, a task of ``gather_or_cancel`` that ends with a result (not a
+    failure) is the mark. A request that timed out is no answer: a job whose requests all
+    time out one by one must not look alive."""
+
+    def __init__(self):
+        self.stamp = time.monotonic()
+        self.in_flight = 0
+        self.completed = 0
+        self.requests_seen = False
+
+    def mark(self, *, task: bool = False) -> None:
+        if task and self.requests_seen:
+            return  # this store marks real answers: a finished task may be a failure
+        if not task:
+            self.requests_seen = True
+        self.stamp = time.monotonic()
+        self.completed += 1
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self.stamp
+
+
+_PROGRESS: contextvars.ContextVar[Progress | None] = contextvars.ContextVar(
+    "state_ext_progress", default=None)
+
+
+def mark_progress() -> None:
+    """A request of the current run got an answer (callable from any of its coroutines)."""
+    progress = _PROGRESS.get()
+    if progress is not None:
+        progress.mark()
 
 
 def _leftover_of_a_failure(exc: BaseException | None) -> bool:
@@ -60,26 +111,50 @@ def quiet_loop(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
-def run(loop: asyncio.AbstractEventLoop, coroutine: Awaitable, timeout: float | None):
+def run(loop: asyncio.AbstractEventLoop, coroutine: Awaitable, timeout: float | None = None,
+        *, stall: float | None = None):
     """Run ``coroutine`` on ``loop`` (another thread) and return its result.
 
-    On timeout, Ctrl-C or any other end of the wait, the coroutine is cancelled and given
+    The wait is by progress: it fails with ``OperationTimeout`` when no request of the run
+    has completed for ``stall`` seconds (default: the ``stall_timeout_seconds`` setting),
+    however long the run as a whole takes. ``timeout``, if given, also bounds the whole run
+    (only for calls that must end quickly, such as closing connections). On a timeout,
+    Ctrl-C or any other end of the wait, the coroutine is cancelled and given
     ``CANCEL_GRACE_SECONDS`` to unwind before the exception goes on.
     """
+    if stall is None:
+        from state_ext.deadline import stall_timeout_seconds
+
+        stall = stall_timeout_seconds()
     finished = threading.Event()
+    progress = Progress()
 
     async def runner():
+        _PROGRESS.set(progress)  # tasks created below inherit it
         try:
             return await coroutine
         finally:
             finished.set()
 
+    started = time.monotonic()
     future = asyncio.run_coroutine_threadsafe(runner(), loop)
     try:
-        concurrent.futures.wait([future], timeout=timeout)
-        if not future.done():
+        while True:
+            idle = progress.idle_for()
+            left = stall - idle
+            if timeout is not None:
+                left = min(left, started + timeout - time.monotonic())
+            if left <= 0:
+                break
+            concurrent.futures.wait([future], timeout=min(left, 1.0))
+            if future.done():
+                return future.result()
+        if future.done():
+            return future.result()
+        if timeout is not None and time.monotonic() - started >= timeout:
             raise OperationTimeout(f"no result within {timeout:g} s")
-        return future.result()
+        raise OperationTimeout(
+            f"no request completed for {stall:g} s", stalled=stall, waiting=progress.in_flight)
     except BaseException:
         if not future.done():
             future.cancel()
@@ -92,6 +167,20 @@ async def gather_or_cancel(coroutines: Iterable[Awaitable]) -> list:
     tasks = [asyncio.ensure_future(c) for c in coroutines]
     if not tasks:
         return []
+    progress = _PROGRESS.get()
+    if progress is not None:
+        progress.in_flight += len(tasks)
+
+        def done_one(task) -> None:
+            progress.in_flight -= 1
+            if task.cancelled() or task.exception() is not None:
+                return
+            result = task.result()
+            if not isinstance(result, (BaseException, str)):  # str: a per-item failure
+                progress.mark(task=True)
+
+        for task in tasks:
+            task.add_done_callback(done_one)
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     except BaseException:  # we were cancelled ourselves

@@ -15,6 +15,10 @@
 
 Every client gets few retries and short timeouts, so a wrong endpoint fails in seconds. The
 state-ext-only options ``state_backend.<ns>.timeout_seconds`` and ``.max_attempts`` tune them.
+Every answer of a service marks its run as progressing (``aio.run`` fails a run once no
+request has completed for ``stall_timeout_seconds``): botocore's ``after-call`` event for S3,
+the request method for GCS, azure-core's ``raw_response_hook`` for Azure. A request that
+timed out is no answer.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from state_ext.backends.aio import mark_progress
 from state_ext.errors import ConfigurationError, MissingExtraError
 
 DEFAULT_TIMEOUT_SECONDS = 15.0
@@ -92,11 +97,29 @@ def s3_connection(uri: str, options: dict) -> Connection:
     profile = options.get("profile")
     if profile:
         kwargs["profile"] = profile
-    fs = S3FileSystem(**kwargs)
+    fs = _s3_class(S3FileSystem)(**kwargs)
     fs.retries = attempts  # s3fs' own retry loop around each call
     shown_endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
         "AWS_ENDPOINT_URL")
     return Connection(fs, [s for s in (key, secret) if s], shown_endpoint, timeout, attempts)
+
+
+def _answered(**_event) -> None:
+    mark_progress()  # botocore's after-call: the service answered (an error code included)
+
+
+def _s3_class(base):
+    class ProgressS3FileSystem(base):
+        """s3fs whose client reports every answer as progress (see aio.run), through
+        botocore's public event system."""
+
+        async def set_session(self, refresh=False, kwargs={}):  # noqa: B006 - s3fs' signature
+            client = await super().set_session(refresh=refresh, kwargs=kwargs)
+            client.meta.events.register("after-call.s3", _answered,
+                                        unique_id="state-ext-progress")
+            return client
+
+    return ProgressS3FileSystem
 
 
 # -- GCS ----------------------------------------------------------------------------------
@@ -115,7 +138,9 @@ def _gcs_class():
 
         @retry_request(retries=DEFAULT_MAX_ATTEMPTS)
         async def _request(self, *args, **kwargs):
-            return await GCSFileSystem._request.__wrapped__(self, *args, **kwargs)
+            result = await GCSFileSystem._request.__wrapped__(self, *args, **kwargs)
+            mark_progress()  # an answer: the run is not stalled (see aio.run)
+            return result
 
     return BoundedGCSFileSystem
 
@@ -239,7 +264,9 @@ def azure_connection(uri: str, options: dict) -> Connection:
     # azure-storage's ExponentialRetry waits 15 s, then 18 s... by default: keep it short.
     client_kwargs = {"retry_total": attempts - 1, "initial_backoff": 0.5, "increment_base": 2,
                      "connection_timeout": min(timeout, 5.0),
-                     "read_timeout": timeout, "user_agent": "state-ext"}
+                     "read_timeout": timeout, "user_agent": "state-ext",
+                     # every answer (a listing page included) is progress: see aio.run
+                     "raw_response_hook": lambda response: mark_progress()}
     account_url = options.get("storage_account_url")
     connection_string = options.get("connection_string") or os.environ.get(
         "AZURE_STORAGE_CONNECTION_STRING")

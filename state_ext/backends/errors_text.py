@@ -86,9 +86,27 @@ def network_failure(exc: BaseException, *, service: str, endpoint: str | None,
     return None
 
 
+def stall_reason(exc: BaseException, *, service: str, endpoint: str | None) -> str | None:
+    """A run that got no answer for the stall window (``aio.OperationTimeout``), in words:
+    how long, what was still waiting, and the setting that sets the window."""
+    stalled = getattr(exc, "stalled", None)
+    if type(exc).__name__ != "OperationTimeout" or stalled is None:
+        return None
+    where = f"the {service} endpoint{f' at {endpoint}' if endpoint else ''}"
+    waiting = getattr(exc, "waiting", 0)
+    what = f"; {waiting:,} operations still waiting" if waiting > 1 \
+        else ""
+    return (f"no answer from {where} for {stalled:g} s (the server or the network is not "
+            f"responding{what}; the window is stall_timeout_seconds, env "
+            "STATE_EXT_STALL_TIMEOUT_SECONDS)")
+
+
 def explain(exc: BaseException, *, service: str, bucket: str, word: str, endpoint: str | None,
             scheme: str, timeout_setting: str | None = None) -> str:
     """One short reason for ``exc``: what the service said, else what the connection did."""
+    stalled = stall_reason(exc, service=service, endpoint=endpoint)
+    if stalled:
+        return stalled
     for err in _chain(exc):
         name = type(err).__name__
         if name == "BucketNotFound":

@@ -14,10 +14,18 @@ it is logged once (``warn``) with what the lock holds (a time and its age, "empt
 writers, and waits that end within two seconds, stay silent: the final error says it all);
 giving up names the lock's path or key, to delete by hand if no run holds it.
 ``_Refusals`` says which locks are stale.
+
+Meltano's lock is check-then-write: a Meltano writer can overwrite our lock while we hold it
+(and then write a state based on a read older than our write), or delete it when it
+finishes. ``hold_lock`` therefore looks at the lock once more after the body (the state
+written) and before releasing it, and reports to a ``watching()`` caller on the same
+thread whether the lock was still ours and whether we had to wait for another writer;
+``operations.merge_state`` uses that to confirm its merge survived (see there).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -26,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from state_ext.backends.aio import mark_progress
 from state_ext.errors import LockTimeoutError
 
 MIN_POLL_SECONDS = 0.05
@@ -39,6 +48,29 @@ class HeldLock:
 
     content: str
     marker: Any = None
+
+
+@dataclass
+class LockReport:
+    """What the locks taken on one thread inside ``watching()`` saw."""
+
+    contended: bool = False  # another writer's lock was there when we tried to create ours
+    lost: bool = False  # after the body, the lock was no longer ours (overwritten or deleted)
+
+
+_watch = threading.local()
+
+
+@contextmanager
+def watching():
+    """Collect a ``LockReport`` of the (synchronous) locks held on this thread."""
+    report = LockReport()
+    previous = getattr(_watch, "report", None)
+    _watch.report = report
+    try:
+        yield report
+    finally:
+        _watch.report = previous
 
 
 def lock_content() -> str:
@@ -186,11 +218,14 @@ def hold_lock(primitives: LockPrimitives, state_id: str, *, timeout: float, retr
     """
     refusals = _Refusals(state_id, where, timeout, retry,
                          primitives.lock_location(state_id), warn)
+    report: LockReport | None = getattr(_watch, "report", None)
     while (held := primitives.try_create(state_id, content := lock_content())) is None:
         current = primitives.read_lock(state_id)
         if _ours(current, content):
             held = HeldLock(content, current[1])
             break
+        if report is not None:
+            report.contended = True
         modified = primitives.lock_modified(state_id) if refusals.needs_modified(current) \
             else None
         step = refusals.next_step(current, modified)
@@ -200,6 +235,8 @@ def hold_lock(primitives: LockPrimitives, state_id: str, *, timeout: float, retr
             time.sleep(refusals.poll)
     try:
         yield held
+        if report is not None and not _ours(primitives.read_lock(state_id), held.content):
+            report.lost = True  # a check-then-write writer took it while we held it
     finally:
         primitives.release(state_id, held)
 
@@ -218,7 +255,9 @@ async def hold_lock_async(create, read, remove, *, state_id: str, timeout: float
 
     refusals = _Refusals(state_id, where, timeout, retry, location, warn)
     while (marker := await create(content := lock_content())) is None:
+        mark_progress()  # the store answered: a lock wait is not a stall
         current = await read()
+        mark_progress()
         if _ours(current, content):
             marker = current[1]
             break

@@ -129,9 +129,11 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
 
     # -- running and errors -------------------------------------------------------------
     def run(self, what: str, coroutine_function, *args, timeout: float | None = None):
-        """Run a coroutine on the store's loop; any failure is one ``BackendError`` line."""
-        if timeout is None:
-            timeout = self.connection.timeout * (self.connection.max_attempts + 1) + 10
+        """Run a coroutine on the store's loop; any failure is one ``BackendError`` line.
+
+        The wait is by progress (``aio.run``): it fails once no request has completed for
+        the stall window (``stall_timeout_seconds``), whatever the size of the job;
+        ``timeout`` additionally bounds the whole call (closing connections)."""
         try:
             return aio.run(self._loop, coroutine_function(*args), timeout)
         except StateExtError:
@@ -200,8 +202,7 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
         ids = [validate_state_id(s) for s in state_ids]
         for start in range(0, len(ids), READ_CHUNK):
             chunk = ids[start:start + READ_CHUNK]
-            blobs = self.run("read states", self._get_many, [self.key(s) for s in chunk],
-                              timeout=None if len(chunk) < 2 else self._bulk_timeout(len(chunk)))
+            blobs = self.run("read states", self._get_many, [self.key(s) for s in chunk])
             for state_id, data in zip(chunk, blobs, strict=True):
                 yield state_id, self._parse(state_id, data)
 
@@ -211,10 +212,6 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
         own timeouts (aiohttp waits for "100 Continue" from a frozen server forever)."""
         per = self.connection.timeout * (self.connection.max_attempts + 1)
         return per * 3 + self.settings.lock_timeout_seconds + self.settings.lock_retry_seconds
-
-    def _bulk_timeout(self, count: int) -> float:
-        per = self.connection.timeout * (self.connection.max_attempts + 1)
-        return per * (1 + count // READ_CONCURRENCY) + 30
 
     async def _get_many(self, keys: list[str]) -> list[bytes | None]:
         semaphore = asyncio.Semaphore(READ_CONCURRENCY)
@@ -268,10 +265,8 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
         ids = [validate_state_id(state_id) for state_id in states]
         if not ids:
             return {}
-        lock_wait = self.settings.lock_timeout_seconds + self.settings.lock_retry_seconds
         reasons = self.run("write states", self._put_checked_many, states, expected,
-                            max(1, concurrency),
-                            timeout=self._bulk_timeout(len(ids)) * 3 + lock_wait)
+                            max(1, concurrency))
         return {state_id: reason for state_id, reason in zip(ids, reasons, strict=True)
                 if reason}
 
@@ -364,9 +359,8 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
 
             await aio.gather_or_cancel(limited(state_id) for state_id in ids)
 
-        lock_wait = self.settings.lock_timeout_seconds + self.settings.lock_retry_seconds
         try:
-            self.run(what, every, timeout=self._bulk_timeout(len(ids)) * 3 + lock_wait)
+            self.run(what, every)
         except StateExtError as exc:
             if len(ids) < 2:
                 raise

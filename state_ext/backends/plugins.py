@@ -8,6 +8,13 @@ the URI scheme is loaded and called with ``uri``, the lock settings
 command through ``PluginBackend``: reads with ``get``/``get_state_ids``, writes inside the
 add-on's own ``acquire_lock``. Meltano's own entry points (``meltano.core...``) are skipped:
 state-ext has native backends for those schemes.
+
+A watchdog bounds every call into the add-on: calls run on one worker thread of the backend
+(always the same one, since add-ons may hold thread-bound connections, such as SQLite's),
+and a call that has not returned within the stall window (``stall_timeout_seconds``; plus
+``lock_timeout_seconds`` and one retry for taking a lock, which the add-on may wait for)
+fails in one line. The stuck thread is abandoned (a daemon thread: it cannot keep the
+process alive) and no further call is made into the add-on.
 """
 
 from __future__ import annotations
@@ -66,6 +73,11 @@ class PluginBackend(StateBackend):
 
     def __init__(self, settings, factory, *, warn=None):
         super().__init__(settings, warn=warn)
+        from state_ext.deadline import Worker, stall_timeout_seconds
+
+        self.stall = stall_timeout_seconds()
+        self._worker = Worker("state-ext-add-on")
+        self._stuck: str | None = None
         self.name = getattr(factory, "__name__", repr(factory))
         self._secrets = sorted(
             {str(v) for k, v in settings.options.items()
@@ -93,11 +105,24 @@ class PluginBackend(StateBackend):
             f"cannot {what}: {type(exc).__name__}: {text}"
         )
 
-    def _call(self, what: str, function, *args, **kwargs):
+    def _call(self, what: str, function, *args, _extra_wait: float = 0.0, **kwargs):
+        """Call into the add-on on its worker thread, bounded by the stall window."""
+        if self._stuck is not None:
+            raise BackendError(self._stuck)
+        bound = self.stall + _extra_wait
+        future = self._worker.submit(function, *args, **kwargs)
         try:
-            return function(*args, **kwargs)
+            return future.result(timeout=bound)
         except StateExtError:
             raise
+        except TimeoutError:
+            if future.done():  # the add-on itself raised a TimeoutError
+                raise self._fail(what, future.exception()) from None
+            self._stuck = (
+                f"State backend add-on {self.settings.scheme!r} ({self.name}, {self.label}): "
+                f"cannot {what}: no answer within {bound:g} s (its store is not responding; "
+                "the window is stall_timeout_seconds, env STATE_EXT_STALL_TIMEOUT_SECONDS)")
+            raise BackendError(self._stuck) from None
         except Exception as exc:
             raise self._fail(what, exc) from None
 
@@ -127,19 +152,29 @@ class PluginBackend(StateBackend):
         validate_state_id(state_id)
         lock = self._call(f"lock state {state_id!r}", self.manager.acquire_lock, state_id,
                           retry_seconds=self.settings.lock_retry_seconds)
-        self._call(f"lock state {state_id!r}", lock.__enter__)
+        lock_wait = self.settings.lock_timeout_seconds + self.settings.lock_retry_seconds
+        self._call(f"lock state {state_id!r}", lock.__enter__, _extra_wait=lock_wait)
         try:
             yield _PluginSlot(self, state_id)
         except BaseException as exc:
-            if not lock.__exit__(type(exc), exc, exc.__traceback__):
+            if self._stuck is not None:  # the add-on is hung: do not call it again, and
+                self._worker.keep(lock)  # never let another thread finalise its lock
+                raise
+            if not self._call(f"unlock state {state_id!r}", lock.__exit__, type(exc), exc,
+                              exc.__traceback__):
                 raise
         else:
             self._call(f"unlock state {state_id!r}", lock.__exit__, None, None, None)
 
     def close(self) -> None:
+        if self._stuck is not None:
+            return  # its worker is hung: calling it again would only wait once more
         closer = getattr(self.manager, "close", None)
-        if closer is not None:
-            self._call("close", closer)
+        try:
+            if closer is not None:
+                self._call("close", closer)
+        finally:
+            self._worker.stop()
 
 
 class _PluginSlot(StateSlot):

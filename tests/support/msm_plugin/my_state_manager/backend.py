@@ -4,6 +4,10 @@ The database is the file ``<database>.sqlite3`` in ``$MSM_DATA_DIR`` (default: t
 directory). Username and password come from the settings ``state_backend.msm.username`` /
 ``password`` or from the URI (``msm://user:pass@localhost/db``); the first user to open a
 database owns it, later connections must present the same credentials.
+
+Test knob: ``MSM_FREEZE_ON=get,set,...`` (method names) makes those calls hang, as a store
+that stopped answering would (they sleep until the file ``$MSM_FREEZE_ON_RELEASE`` exists,
+or forever).
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ PASSWORD = SettingDefinition(
 
 class MyStateManagerError(MeltanoError):
     pass
+
+
+def _maybe_freeze(method: str) -> None:
+    if method not in os.environ.get("MSM_FREEZE_ON", "").split(","):
+        return
+    release = os.environ.get("MSM_FREEZE_ON_RELEASE")
+    while not (release and os.path.exists(release)):
+        time.sleep(0.1)
 
 
 class MyStateManager(StateStoreManager):
@@ -87,10 +99,12 @@ class MyStateManager(StateStoreManager):
         self.conn.close()
 
     def set(self, state: MeltanoState) -> None:
+        _maybe_freeze("set")
         self.conn.execute("INSERT OR REPLACE INTO states VALUES (?, ?)",
                           (state.state_id, state.json()))
 
     def get(self, state_id: str) -> MeltanoState | None:
+        _maybe_freeze("get")
         row = self.conn.execute("SELECT body FROM states WHERE state_id = ?",
                                 (state_id,)).fetchone()
         return None if row is None else MeltanoState.from_json(state_id, row[0])
@@ -99,6 +113,7 @@ class MyStateManager(StateStoreManager):
         self.conn.execute("DELETE FROM states WHERE state_id = ?", (state_id,))
 
     def get_state_ids(self, pattern: str | None = None) -> list[str]:
+        _maybe_freeze("get_state_ids")
         if pattern:
             rows = self.conn.execute("SELECT state_id FROM states WHERE state_id GLOB ?",
                                      (pattern,))
@@ -108,6 +123,7 @@ class MyStateManager(StateStoreManager):
 
     @contextmanager
     def acquire_lock(self, state_id: str, *, retry_seconds: float = 1):
+        _maybe_freeze("acquire_lock")
         while True:
             now = time.time()
             try:
