@@ -8,19 +8,22 @@ generous bound below, with one line naming the database (password redacted).
 
 A live server can stall a command too: a read of a table someone holds in ACCESS
 EXCLUSIVE mode waits for it, and only the statement timeout (the same window) ends it.
+And a server frozen while a statement runs keeps its timers frozen too: the client's
+watchdog cuts that connection (after the lock timeout plus twice the window).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import clean_env, state_ext
-from tests.support.postgres import PostgresServer
+from tests.support.cli import STATE_EXTENSION, clean_env, state_ext
+from tests.support.postgres import PostgresServer, wait_until
 from tests.support.project import write_project
 
 PASSWORD = "s3cret-pg-pass"
@@ -131,3 +134,36 @@ def test_a_read_blocked_by_a_table_lock_ends_after_the_stall_window(own_postgres
         holder.rollback()
     result = state_ext("get", "dev:a-to-b", cwd=root, env=env)
     assert result.stdout == '{"singer_state":{"bookmarks":{"s":{"k":1}}}}\n'
+
+
+def test_a_server_frozen_mid_statement_is_cut_by_the_client(own_postgres, tmp_path):
+    """``list`` waits on a table lock (a statement in flight), then the server freezes:
+    its statement_timeout can no longer fire, so the client must give up by itself."""
+    import psycopg
+
+    root, env, url = seeded(own_postgres, tmp_path)
+    env["MELTANO_STATE_BACKEND_LOCK_TIMEOUT_SECONDS"] = "1"
+    dsn = f"host=127.0.0.1 port={own_postgres.port} user=postgres dbname={url.rsplit('/', 1)[1]}"
+    with psycopg.connect(dsn) as holder, psycopg.connect(dsn, autocommit=True) as monitor:
+        holder.execute("LOCK TABLE state IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        proc = subprocess.Popen([str(STATE_EXTENSION), "list"], cwd=root, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_until(lambda: monitor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE 'SELECT state.state_id%'").fetchone()[0] > 0, timeout=30)
+            freeze(own_postgres)
+            try:
+                stdout, stderr = proc.communicate(timeout=BOUND)
+            finally:
+                thaw(own_postgres)
+        finally:
+            proc.kill()
+        assert time.monotonic() - started < BOUND
+        holder.rollback()
+    assert proc.returncode != 0 and stdout == "", stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert "the server stopped answering" in lines[0] and PASSWORD not in stderr, stderr
+    assert f"127.0.0.1:{own_postgres.port}" in lines[0], stderr

@@ -100,6 +100,9 @@ class SystemDbBackend(StateBackend):
                 or f"{where}: a stored text is not valid UTF-8")
         if "locked" in message.lower() or "lock timeout" in message.lower():
             return LockTimeoutError(f"{where} is locked by another process: {message}")
+        stalled = self.__dict__.get("_built") and self.dialect.stalled()
+        if stalled:
+            return BackendError(f"{where}: {stalled}")
         return BackendError(f"{where}: {message}")
 
     def _envelope(self, state_id: str, completed, partial) -> Envelope:

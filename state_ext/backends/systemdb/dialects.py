@@ -35,6 +35,10 @@ class Generic:
     def prepare(self, engine) -> None:
         """Hooks on a new engine (none by default)."""
 
+    def stalled(self) -> str | None:
+        """Why a connection was cut for want of an answer, if it was (see ``watchdog``)."""
+        return None
+
     def begin(self, conn, *, write: bool) -> None:
         """First statements of a transaction (none by default)."""
 
@@ -119,6 +123,9 @@ class PostgreSQL(Generic):
         # server's statement_timeout); a host or network that died mid-statement is found
         # by TCP (unacknowledged data, keepalive probes) within about twice the window.
         self.session_setup = f"SET statement_timeout = {_ms(stall)}"
+        from state_ext.backends.systemdb.watchdog import Watchdog
+
+        self.watchdog = Watchdog(after=lock_timeout + 2 * stall)
         seconds = max(1, math.ceil(stall))
         args: dict = {"connect_timeout": seconds}
         if url.get_driver_name() in ("psycopg", "psycopg2"):  # libpq's own options
@@ -137,6 +144,14 @@ class PostgreSQL(Generic):
             cursor.execute(self.session_setup)
             cursor.close()
             dbapi_connection.commit()
+
+        self.watchdog.attach(engine)
+
+    def stalled(self) -> str | None:
+        if not self.watchdog.fired:
+            return None
+        return (f"the server stopped answering (nothing for {self.watchdog.after:g} s: "
+                "the lock timeout plus twice stall_timeout_seconds)")
 
     def begin(self, conn, *, write: bool) -> None:
         if write:
