@@ -109,9 +109,15 @@ async def create_one(backend, state_id: str, data: bytes) -> str:
     return CREATED
 
 
-def create_many(backend, states: dict, concurrency: int) -> NewWrites:
-    """Create every state of ``states`` (ID -> envelope), ``concurrency`` in flight."""
+def create_many(backend, states: dict, concurrency: int, done: list | None = None) -> NewWrites:
+    """Create every state of ``states`` (ID -> envelope), ``concurrency`` in flight.
+
+    A state whose upload was damaged is a failure of that state; a failure of the store
+    itself (unreachable, access denied) ends the whole batch with one ``BackendError``, as
+    on the locked path, the requests in flight cancelled. ``done`` (if given) receives each
+    ID as its create is confirmed, so the caller can say how many landed before it."""
     result = NewWrites()
+    done = [] if done is None else done
     if not states:
         return result
 
@@ -121,13 +127,13 @@ def create_many(backend, states: dict, concurrency: int) -> NewWrites:
         async def one(state_id: str):
             async with semaphore:
                 try:
-                    return await create_one(backend, state_id,
-                                            states[state_id].to_json().encode("utf-8"))
+                    outcome = await create_one(backend, state_id,
+                                               states[state_id].to_json().encode("utf-8"))
                 except StateExtError as exc:
                     return exc
-                except Exception as exc:  # noqa: BLE001 - reported per ID, as one line
-                    return StateExtError(
-                        backend.describe_failure(f"write state {state_id!r}", exc))
+                if outcome == CREATED:
+                    done.append(state_id)
+                return outcome
 
         return await aio.gather_or_cancel(one(state_id) for state_id in states)
 
