@@ -23,7 +23,6 @@ application/json``. Differences, all in the safe direction:
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -43,6 +42,7 @@ LOCK_FILE = "lock"
 READ_CONCURRENCY = 64
 WRITE_CONCURRENCY = 16
 READ_CHUNK = 1000
+FAST_IMPORT_MIN = 20  # states in an import from which one listing pays for itself
 SERVICE_NAMES = {"s3": "S3", "gs": "GCS", "azure": "Azure Blob"}
 BUCKET_WORD = {"azure": "container"}
 
@@ -302,13 +302,39 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
                     await self.store.put(key, data)
         return None if written else "changed by another process during the operation"
 
+    # -- new states in one request each (see fast_create.py) ------------------------------
+    def plan_listing(self, pattern: str | None = None):
+        """States and lock objects from one listing; scratch objects that a killed run of
+        this host left behind are deleted on the way (see debris.py)."""
+        from state_ext.backends import debris, fast_create
+
+        seen = fast_create.listing(self, pattern)
+        if seen.scratch:
+            self.run("delete leftovers", debris.delete_dead_scratch, self, seen.scratch)
+        return seen
+
+    @property
+    def fast_create_problem(self) -> str | None:
+        from state_ext.backends import fast_create
+
+        return fast_create.unsupported_reason(self)
+
+    def create_new_many(self, states: dict[str, Envelope], concurrency: int = 64):
+        from state_ext.backends import fast_create
+
+        for state_id in states:
+            validate_state_id(state_id)
+        return fast_create.create_many(self, states, concurrency)
+
     def check_writable(self) -> None:
         """One scratch object beside the states, created then deleted: a bucket without
         write or delete permission fails here, in one line, before any state is written.
-        Its key (``<prefix>/.state-ext-write-check-...``) is no state's: neither Meltano
-        (which lists ``*/state.json`` keys) nor state-ext lists it, even if a crash leaves
-        it behind."""
-        key = f"{self.list_prefix}.state-ext-write-check-{os.getpid()}-{os.urandom(4).hex()}"
+        Its key (``<prefix>/.state-ext-write-check.<host>.<pid>...``) is no state's:
+        neither Meltano (which lists ``*/state.json`` keys) nor state-ext lists it, and the
+        next run on this host deletes it if a crash left it behind."""
+        from state_ext.backends import debris
+
+        key = f"{self.list_prefix}{debris.scratch_name()}"
 
         async def probe() -> None:
             await self.store.put(key, b"")
@@ -322,14 +348,42 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
             ) from None
 
     def put_many(self, states: dict[str, Envelope]) -> int:
-        """Import: every state under its lock, ``WRITE_CONCURRENCY`` in flight."""
+        """Import: states the listing shows absent (and unlocked) by one conditional
+        create each (fast_create.py); the rest, and any that someone created meanwhile
+        (import overwrites), under their lock, ``WRITE_CONCURRENCY`` in flight. Small
+        imports skip the listing: it could cost more requests than it saves."""
+        from state_ext.backends import fast_create
+
+        for state_id in states:
+            validate_state_id(state_id)
+        created: list[str] = []
+        if len(states) >= FAST_IMPORT_MIN and self.fast_create_problem is None:
+            seen = self.plan_listing()
+            taken = set(seen.ids) | seen.locked
+            fresh = {i: e for i, e in states.items() if i not in taken}
+            try:
+                result = fast_create.create_many(self, fresh, WRITE_CONCURRENCY, created)
+            except StateExtError as exc:
+                raise type(exc)(
+                    f"{exc.message}; {len(created)} of {len(states)} states were written "
+                    "before the failure (each one whole); running the same command again "
+                    "completes it") from None
+            created = result.created
+            if result.failed:
+                state_id, reason = next(iter(result.failed.items()))
+                raise BackendError(
+                    f"State {state_id!r}: {reason}; {len(created)} of {len(states)} states "
+                    "were written (each one whole); running the same command again "
+                    "completes it")
+
         async def one(state_id: str, done: list) -> None:
             data = states[state_id].to_json().encode("utf-8")
             async with self._lock_async(state_id):
                 await self.store.put(self.key(state_id), data)
                 done.append(state_id)
 
-        self._bulk("write states", list(states), one, "written")
+        done = set(created)
+        self._bulk("write states", [i for i in states if i not in done], one, "written")
         return len(states)
 
     def delete_many(self, state_ids: Iterable[str]) -> int:
