@@ -35,6 +35,23 @@ MISMATCH = ("the store's checksum of the upload differs from ours (damaged in tr
             "nothing was left under its name; running the same command again retries it")
 
 
+REFUSED = ("the store refused the upload: the bytes it received do not match their checksum "
+           "(damaged in transit); nothing was written under its name; running the same "
+           "command again retries it")
+CHECKSUM_CODES = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch",
+                  "XAmzContentSHA256Mismatch", "Md5Mismatch", "Crc64Mismatch"}
+
+
+def refused_checksum(exc: BaseException) -> bool:
+    """The service rejected a request because our checksum did not match its body
+    (S3 BadDigest, Azure Md5Mismatch or Azurite's 'contentMD5 doesn't match')."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
+    code = code or getattr(exc, "error_code", "") or ""
+    text = str(exc).lower()
+    return code in CHECKSUM_CODES or ("md5" in text and "match" in text)
+
+
 @dataclass
 class Listing:
     """One listing of the destination: the states, and the IDs with a lock object."""
@@ -89,7 +106,12 @@ def unsupported_reason(backend) -> str | None:
 async def create_one(backend, state_id: str, data: bytes) -> str:
     """CREATED or EXISTS; raises StateExtError with MISMATCH when the checksum differs."""
     store, key = backend.store, backend.key(state_id)
-    answer = await stores.CHECKED_CREATES[type(store)](store, key, data)
+    try:
+        answer = await stores.CHECKED_CREATES[type(store)](store, key, data)
+    except Exception as exc:
+        if refused_checksum(exc):  # the service checked our MD5 and stored nothing
+            raise StateExtError(REFUSED) from None
+        raise
     if answer is None:
         return EXISTS
     marker, verified = answer
