@@ -233,12 +233,15 @@ def hold_lock(primitives: LockPrimitives, state_id: str, *, timeout: float, retr
             primitives.remove_if_unchanged(state_id, *current)
         elif step == refusals.WAIT:
             time.sleep(refusals.poll)
+    mine = True
     try:
         yield held
         if report is not None and not _ours(primitives.read_lock(state_id), held.content):
             report.lost = True  # a check-then-write writer took it while we held it
+            mine = False  # nothing of ours to release: leave the other writer's lock be
     finally:
-        primitives.release(state_id, held)
+        if mine:
+            primitives.release(state_id, held)
 
 
 @asynccontextmanager
