@@ -65,10 +65,9 @@ class Watchdog:
             with self._lock:
                 watched = list(self._watched.values())
             for connection in watched:
-                if self._stalled(connection):
-                    self.fired = True
+                self._cut_if_stalled(connection)
 
-    def _stalled(self, connection) -> bool:
+    def _cut_if_stalled(self, connection) -> bool:
         """Cut ``connection`` if its server owes an answer and has sent nothing for too long."""
         from psycopg import pq
 
@@ -86,6 +85,7 @@ class Watchdog:
                                struct.unpack_from("I", info, _LAST_DATA_RECV)[0])
                 if quiet_ms < self.after * 1000:
                     return False
+                self.fired = True  # before the cut: the driver's error is read at once
                 sock.shutdown(socket.SHUT_RDWR)  # the socket, not just this duplicate
                 return True
         except Exception:  # noqa: BLE001 - a connection closed meanwhile: nothing to watch
