@@ -265,3 +265,31 @@ def test_upload_damaged_in_transit_is_detected_and_leaves_nothing(kind, tmp_path
     assert again["ok"] and again["copied"] == 1 and again["identical"] == len(states) - 1
     assert case.read(bucket, f"meltano/state/{victim}/state.json")[0] == \
         states[victim].to_json().encode()
+
+
+def test_import_writes_new_states_in_one_request_each(s3_server, tmp_path):  # noqa: F811
+    """`import` of 40 new states and 1 existing one: one create per new state, the
+    existing one overwritten under its lock (import overwrites). Without the automatic
+    safety snapshot, which reads every listed ID first."""
+    case = StoreCase("s3", s3_server)
+    bucket = case.new_bucket()
+    uri = f"s3://{bucket}/p"
+    states = envelopes(35)
+    case.write(bucket, "p/q?x/state.json", b'{"completed": {}, "partial": {}}')
+    doc = {state_id: envelope.to_dict() for state_id, envelope in states.items()}
+    through, proxy = proxied(case)
+    try:
+        proxy.reset()
+        state_ext("import", "--no-snapshot", cwd=project(tmp_path), input=json.dumps(doc),
+                  env=clean_env(**through.settings_env(uri)))
+        by_method = proxy.stats()["by_method"]
+    finally:
+        proxy.stop()
+    new = len(states) - 1
+    # one create each for the new states; lock, write, unlock (PUT, PUT, DELETE) for the
+    # existing one; a listing; the write check's PUT and DELETE at most
+    assert new + 2 <= by_method.get("PUT", 0) <= new + 3, by_method
+    assert by_method.get("DELETE", 0) <= 2 and by_method.get("GET", 0) <= 4, by_method
+    assert case.keys(bucket) == sorted(f"p/{i}/state.json" for i in states)
+    for state_id, envelope in states.items():
+        assert case.read(bucket, f"p/{state_id}/state.json")[0] == envelope.to_json().encode()
