@@ -10,9 +10,10 @@ states (only IDs and short digests are kept), in up to four passes:
    write below refuses them if a pipeline creates them meanwhile;
 2. write: each source state is read once. A state new to the destination (absent from the
    planning listing, with no lock object there either) is written by one conditional
-   create where the store offers one (``create_new_many``: S3, GCS, Azure, file://): it
-   fails if someone created the ID after the listing, and that ID is then a conflict
-   (``raced``), handled by ``on_conflict`` and never overwritten without its lock. Every
+   create where the store offers one (``create_new_many`` on S3, GCS and Azure; on
+   file:// ``put_many_checked`` itself links a complete file into place without the
+   lock): it fails if someone created the ID after the listing, and that ID is then a
+   conflict (``raced``), handled by ``on_conflict``, never overwritten. Every
    other state is written under the destination's lock and only if the destination still
    holds what was planned over (so a pipeline writing meanwhile is never clobbered);
 3. verify: a created state is checked by the store's own checksum of what it received
@@ -63,7 +64,7 @@ class TransferReport:
     deleted_from_source: int = 0
     elapsed_seconds: float = 0.0
     raced: list[str] = field(default_factory=list)  # created by someone between plan and write
-    created_unlocked: int = 0  # new states written by one conditional create each
+    created_unlocked: int = 0  # object stores: new states written by one create each
     write_path: str | None = None  # why new states took the locked path, if they did
     stale_locks_removed: int = 0
 
