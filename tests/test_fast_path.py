@@ -293,3 +293,23 @@ def test_import_writes_new_states_in_one_request_each(s3_server, tmp_path):  # n
     assert case.keys(bucket) == sorted(f"p/{i}/state.json" for i in states)
     for state_id, envelope in states.items():
         assert case.read(bucket, f"p/{state_id}/state.json")[0] == envelope.to_json().encode()
+
+
+def test_a_store_without_conditional_create_keeps_the_locked_path_and_says_so(tmp_path):
+    """fsspec's memory:// (like FTP, SFTP...) has no atomic create: new states are written
+    under their locks, exactly, and the report says why."""
+    from state_ext.backends import open_backend
+    from state_ext.settings import BackendSettings
+    from state_ext.transfer import transfer
+
+    states = envelopes(6)
+    source = open_backend(BackendSettings(seed_file(tmp_path / "src", states), 2, 0.05, {}))
+    destination = open_backend(BackendSettings(f"memory://fast-{os.getpid()}/p", 2, 0.05, {}))
+    try:
+        report = transfer(source, destination)
+        assert report.ok and report.copied == len(states) and report.created_unlocked == 0
+        assert report.write_path and "no atomic conditional create" in report.write_path
+        for state_id, envelope in states.items():
+            assert destination.get(state_id) == envelope
+    finally:
+        source.close(), destination.close()
