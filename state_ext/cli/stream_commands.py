@@ -274,8 +274,9 @@ def doctor(
 ) -> None:
     """Contact the backend with the resolved settings: can it list, read, write and delete
     (a scratch state it removes), how long each takes, and hints for common mistakes."""
-    from state_ext import health
+    from state_ext import doctor as probes
     from state_ext.errors import StateExtError
+    from state_ext.health import CheckFailed
     from state_ext.settings import ProjectSettings
 
     steps, settings = [], None
@@ -283,11 +284,11 @@ def doctor(
         settings = ProjectSettings(project_root).backend_settings(uri)
         with state_backend(uri, project_root) as backend:
             label = backend.label
-            steps = health.probe(backend)
+            steps = probes.probe(backend)
     except StateExtError as exc:
         label = "(not opened)"
-        steps.append(health.Step("open", False, None, exc.message))
-    advice = health.hints(settings, uri, steps) if settings is not None else []
+        steps.append(probes.Step("open", False, None, exc.message))
+    advice = probes.hints(settings, uri, steps) if settings is not None else []
     failed = sum(1 for step in steps if step.ok is False)
     if output_format is ListFormat.json:
         out(json.dumps({"backend": label, "ok": not failed,
@@ -296,5 +297,5 @@ def doctor(
         out("\n".join([f"backend    {label}", *(step.line() for step in steps),
                        *(f"hint: {text}" for text in advice)]))
     if failed:
-        raise health.CheckFailed(f"doctor: {failed} step(s) failed on {label}")
+        raise CheckFailed(f"doctor: {failed} step(s) failed on {label}")
     log().info(f"doctor: {label} can be listed, read, written and deleted")
