@@ -135,9 +135,10 @@ def from_s3_versions(backend, state_id: str) -> tuple[list[Version], bool]:
     fs, bucket = backend.fs, backend.bucket
 
     async def listing():
+        client = await fs.set_session()  # s3fs's public door to its aiobotocore client
         kwargs, versions, markers = {"Bucket": bucket, "Prefix": key}, [], []
         while True:
-            page = await fs._call_s3("list_object_versions", **kwargs)
+            page = await client.list_object_versions(**kwargs)
             versions += [v for v in page.get("Versions", ()) if v["Key"] == key]
             markers += [m for m in page.get("DeleteMarkers", ()) if m["Key"] == key]
             if not page.get("IsTruncated"):
@@ -146,7 +147,8 @@ def from_s3_versions(backend, state_id: str) -> tuple[list[Version], bool]:
                           VersionIdMarker=page["NextVersionIdMarker"])
 
     async def body(version_id):
-        response = await fs._call_s3("get_object", Bucket=bucket, Key=key, VersionId=version_id)
+        client = await fs.set_session()
+        response = await client.get_object(Bucket=bucket, Key=key, VersionId=version_id)
         async with response["Body"] as stream:
             return await stream.read()
 
