@@ -45,13 +45,12 @@ state is read alone (``read_all``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from state_ext.errors import InvalidInputError, StateExtError, one_line
+from state_ext.errors import StateExtError, one_line
 from state_ext.guard import order_key, where
 from state_ext.model import Envelope
 from state_ext.streams import IN_FLIGHT, shown
@@ -84,16 +83,6 @@ class Finding:
 
 class CheckFailed(StateExtError):
     """The check found errors (or warnings, with --strict): exit 1, after the findings."""
-
-
-def parse_duration(text: str) -> timedelta:
-    """``--max-age``: ``90s``, ``30m``, ``12h``, ``7d``, ``2w``, or sums such as ``1d12h``."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", text.strip().lower())
-    if not parts or "".join(n + u for n, u in parts) != text.strip().lower():
-        raise InvalidInputError(
-            f"Invalid value for --max-age: {text!r} (use a duration such as 36h, 7d or 1d12h)")
-    return timedelta(seconds=sum(float(n) * units[u] for n, u in parts))
 
 
 # -- reading the whole store -------------------------------------------------------------

@@ -39,7 +39,7 @@ class Version:
     seq: int = 0  # order among records of one source with the same time (S3: whole seconds)
 
     def to_dict(self) -> dict:
-        from state_ext.snapshots import iso
+        from state_ext.times import iso
 
         return {"time": iso(self.time), "ref": self.ref, "source": self.source,
                 "summary": self.summary, "also_seen_in": self.seen_in, "state": self.state}

@@ -152,7 +152,7 @@ def test_warnings_pass_unless_strict_and_max_age_finds_stale_bookmarks(case):
     assert findings(stale) == {("ok:old", "users", "warning", "stale")}
     bad_age = case.check("--max-age", "7 days", code=1)
     assert bad_age.stderr.strip() == \
-        "Invalid value for --max-age: '7 days' (use a duration such as 36h, 7d or 1d12h)"
+        "Invalid value for --max-age: '7 days' (use a duration such as 36h, 7d, 30m or 1d12h)"
 
 
 def test_meltano_test_runs_check(tmp_path, meltano_bin):

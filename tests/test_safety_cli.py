@@ -209,7 +209,7 @@ def test_listing_a_thousand_snapshots_and_pruning(cli):
     one_error_line(cli("snapshots", "prune", check=False), "Give --keep N and/or --older-than",
                    code=2)
     one_error_line(cli("snapshots", "prune", "--older-than", "7 days", check=False),
-                   "Invalid duration '7 days'")
+                   "Invalid value for --older-than: '7 days'")
 
 
 def test_guard_cli_allow_and_json(cli):

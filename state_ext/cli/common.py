@@ -84,7 +84,7 @@ def safety_snapshot(backend, project_root: Path | None, *, label: str,
     """
     from state_ext.settings import ProjectSettings
     from state_ext.snapshot_stores import snapshot_uri
-    from state_ext.snapshots import auto_snapshot, auto_snapshot_enabled
+    from state_ext.snapshot_taking import auto_snapshot, auto_snapshot_enabled
 
     settings = ProjectSettings(project_root)
     if not auto_snapshot_enabled(settings, no_snapshot):

@@ -68,7 +68,8 @@ def snapshot(
     project_root: ProjectRootOption = None,
 ) -> None:
     """Copy every state (or those matching --pattern) into a new snapshot; print its name."""
-    from state_ext.snapshots import check_label, take_snapshot
+    from state_ext.snapshot_taking import take_snapshot
+    from state_ext.snapshots import check_label
 
     check_label(label)
     settings = _settings(project_root)
@@ -95,7 +96,8 @@ def snapshots_list(
     """List snapshots, newest first: time, label, states, size, source (secrets redacted)."""
     if ctx.invoked_subcommand is not None:
         return
-    from state_ext.snapshots import iso, list_snapshots
+    from state_ext.snapshots import list_snapshots
+    from state_ext.times import iso
 
     with _store(_settings(project_root), snapshot_uri) as store:
         found = list_snapshots(store)
@@ -119,11 +121,12 @@ def snapshots_prune(
     project_root: ProjectRootOption = None,
 ) -> None:
     """Delete old snapshots: beyond the --keep newest and/or older than --older-than."""
-    from state_ext.snapshots import parse_duration, prune
+    from state_ext.snapshots import prune
+    from state_ext.times import parse_duration
 
     if keep is None and older_than is None:
         raise UsageError("Give --keep N and/or --older-than DURATION")
-    age = parse_duration(older_than) if older_than is not None else None
+    age = parse_duration(older_than, "--older-than") if older_than is not None else None
     with _store(_settings(project_root), snapshot_uri) as store:
         deleted = prune(store, keep=keep, older_than=age)
     log().info(f"Deleted {len(deleted)} snapshot(s) from {store.label}")
@@ -158,8 +161,10 @@ def restore(
     snapshots what it overwrites (label pre-restore), then writes exactly and verifies."""
     from state_ext import history as histories
     from state_ext import restore as restoring
-    from state_ext.snapshots import auto_snapshot, find, load_states, parse_time
+    from state_ext.snapshot_taking import auto_snapshot
+    from state_ext.snapshots import find, load_states
     from state_ext.state_ids import validate_state_id
+    from state_ext.times import parse_time
 
     if run is not None:
         version = f"run:{run}" if version is None else version
@@ -228,8 +233,8 @@ def history(
 ) -> None:
     """Versions of one state, newest first, from snapshots, the runs table and S3 versions."""
     from state_ext import history as histories
-    from state_ext.snapshots import iso
     from state_ext.state_ids import validate_state_id
+    from state_ext.times import iso
 
     validate_state_id(state_id)
     settings = _settings(project_root)

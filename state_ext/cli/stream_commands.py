@@ -182,8 +182,9 @@ def check(
     bookmark shape, no in-flight markers in completed state, no bookmark in the future
     (nor older than --max-age). Errors exit 1; warnings too with --strict."""
     from state_ext import health
+    from state_ext.times import parse_duration
 
-    age = None if max_age is None else health.parse_duration(max_age)
+    age = None if max_age is None else parse_duration(max_age, "--max-age")
     with state_backend(uri, project_root) as backend:
         count, findings = health.run_check(backend, pattern, age)
     errors = sum(1 for f in findings if f.severity == health.ERROR)
