@@ -18,7 +18,20 @@ from tests.support.cli import STATE_EXTENSION, clean_env, state_ext
 from tests.support.emulators import StoreCase, s3_server  # noqa: F401 - fixture
 from tests.support.project import write_project
 
-TRIALS = 2
+TRIALS = 10 if os.environ.get("STATE_EXT_STRESS") else 2  # scripts/stress.sh: the long run
+
+
+def report(store: str, expected: dict, found: dict, killed: bool) -> None:
+    """One JSON line of figures per trial for scripts/stress.sh (STATE_EXT_STRESS_REPORT)."""
+    path = os.environ.get("STATE_EXT_STRESS_REPORT")
+    if not path:
+        return
+    line = {"test": "debris: SIGKILL + re-run", "store": store, "killed": killed,
+            "corrupt": sum(1 for k, v in found.items() if k in expected and v != expected[k]),
+            "leftovers": len(set(found) - set(expected)),
+            "lost": len(set(expected) - set(found))}
+    with open(path, "a") as handle:
+        handle.write(json.dumps(line) + "\n")
 
 
 def states_of(count: int, tag: str = "") -> dict[str, Envelope]:
@@ -79,14 +92,17 @@ def test_sigkill_during_fast_path_migrate_then_rerun_leaves_no_debris_on_file(tm
         env = clean_env(MELTANO_STATE_BACKEND_URI=dst.as_uri(),
                         MELTANO_STATE_BACKEND_LOCK_TIMEOUT_SECONDS="1")
         first = dst / "dev:tap-00001-to-target" / "state.json"
-        killed += kill_at_random(
+        was_killed = kill_at_random(
             [STATE_EXTENSION, "migrate", "--uri", source, "--to", dst.as_uri(),
              "--on-conflict", "overwrite"], env, root, rng, first.exists)
+        killed += was_killed
         rerun = state_ext("migrate", "--uri", source, "--to", dst.as_uri(), "--on-conflict",
                           "overwrite", "--format", "json", cwd=root, env=env, timeout=300)
         assert rerun.json()["ok"], str(rerun)
-        assert file_tree(dst) == {f"{i}/state.json": e.to_json().encode()
-                                  for i, e in states.items()}, f"trial {trial}"
+        expected = {f"{i}/state.json": e.to_json().encode() for i, e in states.items()}
+        found = file_tree(dst)
+        report("file", expected, found, was_killed)
+        assert found == expected, f"trial {trial}"
     assert killed >= 1, "no trial was killed before it finished"
 
 
@@ -110,16 +126,24 @@ def test_sigkill_during_fast_path_migrate_then_rerun_leaves_no_debris_on_s3(s3_s
         def begun(started=started) -> bool:
             return time.monotonic() - started > 0.9  # past start-up, into the writes
 
-        killed += kill_at_random(
+        was_killed = kill_at_random(
             [STATE_EXTENSION, "migrate", "--uri", source, "--to", uri, "--on-conflict",
              "overwrite"], env, root, rng, begun)
+        killed += was_killed
         rerun = state_ext("migrate", "--uri", source, "--to", uri, "--on-conflict",
                           "overwrite", "--format", "json", cwd=root, env=env, timeout=300)
         assert rerun.json()["ok"], str(rerun)
-        assert case.keys(bucket) == sorted(f"p/{i}/state.json" for i in states), f"trial {trial}"
-        for state_id in list(states)[::97]:
-            assert case.read(bucket, f"p/{state_id}/state.json")[0] == \
-                states[state_id].to_json().encode()
+        keys = case.keys(bucket)
+        sample = list(states)[::97]
+        expected = {f"p/{i}/state.json": states[i].to_json().encode() for i in states}
+        found = {key: expected[key] for key in keys if key in expected}  # bytes: sampled
+        found.update({f"p/{i}/state.json": case.read(bucket, f"p/{i}/state.json")[0]
+                      for i in sample})
+        found.update({key: b"" for key in keys if key not in expected})
+        report("s3", expected, found, was_killed)
+        assert keys == sorted(expected), f"trial {trial}"
+        for state_id in sample:
+            assert found[f"p/{state_id}/state.json"] == states[state_id].to_json().encode()
     assert killed >= 1, "no trial was killed before it finished"
 
 
