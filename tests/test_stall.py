@@ -145,10 +145,13 @@ def test_frozen_server_mid_migrate_then_reads(own_server, tmp_path):
             the_one_line(store, bucket, stderr2, what)
             waited = max(waited, waited2)
 
-        # The server answers again: a re-run completes exactly.
-        rerun = state_ext("migrate", "--from", source, "--to", dest, cwd=root, env=env,
+        # The server answers again: a re-run completes exactly (with the default window:
+        # 3 s is for the freezes, a loaded machine can make a healthy listing slower).
+        healthy = {**env, "STATE_EXT_STALL_TIMEOUT_SECONDS": "30"}
+        rerun = state_ext("migrate", "--from", source, "--to", dest, cwd=root, env=healthy,
                           timeout=600)
-        exported = state_ext("export", "--uri", dest, cwd=root, env=env, timeout=300).json()
+        exported = state_ext("export", "--uri", dest, cwd=root, env=healthy,
+                             timeout=300).json()
         assert exported == states, rerun.stderr
         leftovers = [k for k in store.keys(bucket) if not k.endswith("/state.json")]
         report({"test": "frozen-server", "store": store.scheme, "trial": trial,
