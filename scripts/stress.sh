@@ -53,8 +53,10 @@ groups = {}
 for row in rows:
     key = (row.get("test", "?"), row.get("store", "?"))
     group = groups.setdefault(key, {"trials": 0, "lost": 0, "meltano_lost": 0, "acked": 0,
-                                    "corrupt": 0, "leftovers": 0, "worst": None})
+                                    "corrupt": 0, "leftovers": 0, "worst": None,
+                                    "reapplied": 0})
     group["trials"] += 1
+    group["reapplied"] += int(row.get("state-ext_reapplied", 0))
     lost = row.get("state-ext_lost", row.get("lost", 0))
     group["lost"] += len(lost) if isinstance(lost, list) else int(lost)
     group["acked"] += int(row.get("state-ext_acknowledged", 0))
@@ -69,14 +71,15 @@ for row in rows:
     if worst is not None:
         group["worst"] = max(group["worst"] or 0, worst)
 
-header = ("test", "store", "trials", "lost (state-ext)", "lost (meltano)", "corrupt",
-          "leftovers", "worst s to fail")
+header = ("test", "store", "trials", "lost (state-ext)", "re-applied", "lost (meltano)",
+          "corrupt", "leftovers", "worst s to fail")
 table = [header]
 for (test, store), g in sorted(groups.items()):
     lost = f"{g['lost']} of {g['acked']}" if g["acked"] else str(g["lost"])
     meltano = f"{g['meltano_lost']} of {g['meltano_acked']}" if "meltano_acked" in g else "-"
     worst = "-" if g["worst"] is None else f"{g['worst']:.1f}"
-    table.append((test, store, str(g["trials"]), lost, meltano, str(g["corrupt"]),
+    table.append((test, store, str(g["trials"]), lost, str(g["reapplied"]), meltano,
+                  str(g["corrupt"]),
                   str(g["leftovers"]), worst))
 widths = [max(len(row[i]) for row in table) for i in range(len(header))]
 for n, row in enumerate(table):
