@@ -106,7 +106,9 @@ def test_store_gone_mid_import_says_how_much_was_written(store, tmp_path):
     written = int(re.search(rf"(\d+) of {COUNT} states were written", line)[1])
     landed = stored_ids(store, bucket)
     assert 50 <= written <= len(landed) < COUNT, (written, len(landed))
-    assert len(landed) - written <= 16  # only writes in flight can land unconfirmed
+    # only writes in flight (16) can land unconfirmed, each at most twice over: a create
+    # that landed but whose answer was lost is retried by the SDK and then finds itself
+    assert len(landed) - written <= 32
     for state_id in sorted(landed)[:20]:  # what landed is whole
         body, _ = store.read(bucket, f"p/{state_id}/state.json")
         assert json.loads(body) == doc[state_id]

@@ -109,9 +109,12 @@ class S3Store(AsyncStore):
     _client_ready = False
 
     async def _call(self, method: str, **kwargs):
+        """One S3 call on the aiobotocore client s3fs hands out (``set_session``: public),
+        with the bucket; errors stay botocore's (``_s3_code`` reads their code)."""
         if not self._client_ready:
             await self._without_expect_continue()
-        return await self.fs._call_s3(method, Bucket=self.bucket, **kwargs)
+        client = await self.fs.set_session()
+        return await getattr(client, method)(Bucket=self.bucket, **kwargs)
 
     async def _without_expect_continue(self) -> None:
         """botocore sends every PutObject with "Expect: 100-continue"; aiohttp then waits
@@ -138,7 +141,7 @@ class S3Store(AsyncStore):
     async def get_stamped(self, key):
         try:
             response = await self._call("get_object", Key=key)
-        except (FileNotFoundError, OSError) as exc:
+        except Exception as exc:  # botocore ClientError, or a connection error
             if _s3_code(exc) in ("NoSuchKey", "404"):
                 return None
             raise
@@ -153,10 +156,10 @@ class S3Store(AsyncStore):
         try:
             response = await self._call("put_object", Key=key, Body=data, ContentType=JSON,
                                         IfNoneMatch="*")
-        except (FileExistsError, OSError) as exc:
+        except Exception as exc:  # botocore ClientError, or a connection error
             # 412 PreconditionFailed: it exists; 409 ConditionalRequestConflict: a racing
             # create or delete is in flight. Either way the caller re-reads and retries.
-            if isinstance(exc, FileExistsError) or _s3_code(exc) in (
+            if _s3_code(exc) in (
                     "PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
                 return None
             raise
@@ -168,7 +171,7 @@ class S3Store(AsyncStore):
     async def delete_if(self, key, marker):
         try:
             await self._call("delete_object", Key=key, IfMatch=marker)
-        except (FileNotFoundError, OSError) as exc:
+        except Exception as exc:  # botocore ClientError, or a connection error
             if _s3_code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "404",
                                  "ConditionalRequestConflict", "409"):
                 return
@@ -176,8 +179,8 @@ class S3Store(AsyncStore):
 
     async def check_bucket(self):
         try:
-            await self.fs._call_s3("head_bucket", Bucket=self.bucket)
-        except (FileNotFoundError, OSError) as exc:
+            await self._call("head_bucket")
+        except Exception as exc:  # botocore ClientError, or a connection error
             if _s3_code(exc) in ("NoSuchBucket", "404"):
                 raise BucketNotFound(self.bucket) from None
             raise
