@@ -214,20 +214,17 @@ class GCSStore(AsyncStore):
         return data, headers.get("X-Goog-Generation"), _epoch(headers.get("Last-Modified"))
 
     async def put(self, key, data):
-        from gcsfs.core import simple_upload
-
-        try:
-            await simple_upload(self.fs, self.bucket, key, data, content_type=JSON)
+        try:  # fsspec's public async pipe_file: for small data, one multipart upload
+            await self.fs._pipe_file(f"{self.bucket}/{key}", data, content_type=JSON)
         except FileNotFoundError:  # uploads answer 404 only for a missing bucket
             raise BucketNotFound(self.bucket) from None
 
     async def create(self, key, data):
-        from gcsfs.core import simple_upload
-
         try:
-            # A multipart upload: the only kind on which emulators enforce the precondition.
-            result = await simple_upload(self.fs, self.bucket, key, data, content_type=JSON,
-                                         mode="create")
+            # A multipart upload (the only kind on which emulators enforce the
+            # precondition) with ifGenerationMatch=0; gcsfs answers with the object.
+            result = await self.fs._pipe_file(f"{self.bucket}/{key}", data, content_type=JSON,
+                                              mode="create")
         except FileExistsError:
             return None
         except FileNotFoundError:
