@@ -16,7 +16,7 @@ from pathlib import Path
 from state_ext.model import Envelope
 from tests.support.cli import STATE_EXTENSION, clean_env, state_ext
 from tests.support.emulators import StoreCase, s3_server  # noqa: F401 - fixture
-from tests.support.project import write_project
+from tests.support.project import seed_file_store, write_project
 
 TRIALS = 10 if os.environ.get("STATE_EXT_STRESS") else 2  # scripts/stress.sh: the long run
 
@@ -38,13 +38,6 @@ def states_of(count: int, tag: str = "") -> dict[str, Envelope]:
     return {f"dev:tap-{i:05d}-to-target": Envelope(
         {"singer_state": {"bookmarks": {"s": {"k": i, "t": tag}}}},
         {"singer_state": {"p": i}} if i % 3 == 0 else {}) for i in range(count)}
-
-
-def seed_file(root: Path, states: dict[str, Envelope]) -> str:
-    for state_id, envelope in states.items():
-        (root / state_id).mkdir(parents=True, exist_ok=True)
-        (root / state_id / "state.json").write_text(envelope.to_json())
-    return root.as_uri()
 
 
 def file_tree(root: Path) -> dict[str, bytes]:
@@ -82,12 +75,12 @@ def kill_at_random(argv, env, cwd, rng: random.Random, started_when) -> bool:
 def test_sigkill_during_fast_path_migrate_then_rerun_leaves_no_debris_on_file(tmp_path):
     rng = random.Random(int(os.environ.get("STATE_EXT_TEST_SEED", "0")) or None)
     states = states_of(2000)
-    source = seed_file(tmp_path / "src", states)
+    source = seed_file_store(tmp_path / "src", states)
     root = write_project(tmp_path / "project")
     killed = 0
     for trial in range(TRIALS):
         dst = tmp_path / f"dst-{trial}"
-        seed_file(dst, {i: Envelope.complete({"singer_state": {"old": 1}})
+        seed_file_store(dst, {i: Envelope.complete({"singer_state": {"old": 1}})
                         for i in list(states)[::10]})  # overwritten under their locks
         env = clean_env(MELTANO_STATE_BACKEND_URI=dst.as_uri(),
                         MELTANO_STATE_BACKEND_LOCK_TIMEOUT_SECONDS="1")
@@ -111,7 +104,7 @@ def test_sigkill_during_fast_path_migrate_then_rerun_leaves_no_debris_on_s3(s3_s
     rng = random.Random(int(os.environ.get("STATE_EXT_TEST_SEED", "0")) or None)
     case = StoreCase("s3", s3_server)
     states = states_of(800)
-    source = seed_file(tmp_path / "src", states)
+    source = seed_file_store(tmp_path / "src", states)
     root = write_project(tmp_path / "project")
     killed = 0
     for trial in range(TRIALS):
@@ -149,10 +142,10 @@ def test_sigkill_during_fast_path_migrate_then_rerun_leaves_no_debris_on_s3(s3_s
 
 def test_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
     states = states_of(30)
-    source = seed_file(tmp_path / "src", states)
+    source = seed_file_store(tmp_path / "src", states)
     dst = tmp_path / "dst"
     same = "dev:tap-00001-to-target"
-    seed_file(dst, {same: states[same]})
+    seed_file_store(dst, {same: states[same]})
     gone, alive = dead_pid(), os.getpid()
     dead_files = [dst / same / f".state.json.{gone}.deadbeef.0.tmp",
                   dst / same / f".lock.{gone}.deadbeef.1.tmp",
@@ -186,7 +179,7 @@ def test_rerun_removes_stale_locks_on_planned_ids_only(s3_server, tmp_path):  # 
     case = StoreCase("s3", s3_server)
     states = states_of(4)
     ids = sorted(states)
-    source = seed_file(tmp_path / "src", states)
+    source = seed_file_store(tmp_path / "src", states)
     bucket = case.new_bucket()
     for state_id in ids:
         case.write(bucket, f"p/{state_id}/state.json", states[state_id].to_json().encode())

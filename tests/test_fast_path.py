@@ -27,7 +27,7 @@ from tests.support.emulators import (  # noqa: F401 - fixtures
     s3_server,
     store,
 )
-from tests.support.project import write_project
+from tests.support.project import seed_file_store, write_project
 
 ODD_IDS = ["dev:tap-a-to-target-b", "q?x", "h#x", "sp ace", "ü-ñ", "nested/child"]
 
@@ -39,13 +39,6 @@ def envelopes(count: int, marker: str = "") -> dict[str, Envelope]:
     for state_id in ODD_IDS:
         found[state_id] = Envelope.complete({"singer_state": {"id": state_id}})
     return found
-
-
-def seed_file(root: Path, states: dict[str, Envelope]) -> str:
-    for state_id, envelope in states.items():
-        (root / state_id).mkdir(parents=True, exist_ok=True)
-        (root / state_id / "state.json").write_text(envelope.to_json())
-    return root.as_uri()
 
 
 def file_tree(root: Path) -> dict[str, bytes]:
@@ -79,7 +72,7 @@ def test_fast_path_is_exact_and_leaves_meltanos_layout(store, tmp_path):  # noqa
     """50+ new states, one existing (identical) and one existing (different, overwritten
     under its lock): keys and bytes exactly Meltano's, one request per new state."""
     states = envelopes(50)
-    source = seed_file(tmp_path / "src", states)
+    source = seed_file_store(tmp_path / "src", states)
     through, proxy = proxied(store)
     try:
         bucket = store.new_bucket()
@@ -114,7 +107,7 @@ def test_fast_path_is_exact_and_leaves_meltanos_layout(store, tmp_path):  # noqa
 
 def test_fast_path_on_file_is_exact_with_no_leftovers(tmp_path):
     states = envelopes(60)
-    source = seed_file(tmp_path / "src", states)
+    source = seed_file_store(tmp_path / "src", states)
     dst = tmp_path / "dst"
     root = project(tmp_path)
     env = clean_env(MELTANO_STATE_BACKEND_URI=dst.as_uri())
@@ -128,7 +121,7 @@ def test_fast_path_on_file_is_exact_with_no_leftovers(tmp_path):
 def test_verify_read_back_reads_every_new_state(s3_server, tmp_path):  # noqa: F811
     case = StoreCase("s3", s3_server)
     states = envelopes(20)
-    source = seed_file(tmp_path / "src", states)
+    source = seed_file_store(tmp_path / "src", states)
     through, proxy = proxied(case)
     try:
         bucket = case.new_bucket()
@@ -155,7 +148,7 @@ def test_state_created_by_meltano_after_the_plan_is_never_overwritten(kind, tmp_
 
     states = envelopes(8)
     victim = "dev:tap-005-to-target"
-    source = open_backend(BackendSettings(seed_file(tmp_path / "src", states), 2, 0.05, {}))
+    source = open_backend(BackendSettings(seed_file_store(tmp_path / "src", states), 2, 0.05, {}))
     if kind == "file":
         uri, env_extra = (tmp_path / "dst").as_uri(), {}
         destination = open_backend(BackendSettings(uri, 2, 0.05, {}))
@@ -200,7 +193,7 @@ def test_conflict_after_the_plan_is_skipped_with_on_conflict_skip(s3_server, tmp
     states = envelopes(5)
     victim = "q?x"
     bucket = case.new_bucket()
-    source = open_backend(BackendSettings(seed_file(tmp_path / "src", states), 2, 0.05, {}))
+    source = open_backend(BackendSettings(seed_file_store(tmp_path / "src", states), 2, 0.05, {}))
     destination = case.backend(f"s3://{bucket}/p")
     theirs = b'{"completed": {"singer_state": {"theirs": 1}}, "partial": {}}'
 
@@ -223,7 +216,7 @@ def test_migrate_prints_the_conflict_and_exits_1(s3_server, tmp_path):  # noqa: 
     bucket = case.new_bucket()
     uri = f"s3://{bucket}/p"
     states = envelopes(3)
-    source = seed_file(tmp_path / "src", states)
+    source = seed_file_store(tmp_path / "src", states)
     # the conflict is already there: as the plan sees it, a plain conflict (no race)
     case.write(bucket, "p/sp ace/state.json", b'{"completed": {}, "partial": {}}')
     result = migrate(project(tmp_path), clean_env(**case.settings_env(uri)), source, uri,
@@ -239,7 +232,7 @@ def test_upload_damaged_in_transit_is_detected_and_leaves_nothing(kind, tmp_path
     good = envelopes(6)
     victim = "dev:tap-003-to-target"
     states = {**good, victim: Envelope.complete({"singer_state": {"v": "CORRUPTME-123"}})}
-    source = seed_file(tmp_path / "src", states)
+    source = seed_file_store(tmp_path / "src", states)
     through, proxy = proxied(case, corrupt=(b"CORRUPTME", b"CORRUPTMF"))
     bucket = case.new_bucket()
     uri = f"{kind}://{bucket}/meltano/state"
@@ -303,7 +296,7 @@ def test_a_store_without_conditional_create_keeps_the_locked_path_and_says_so(tm
     from state_ext.transfer import transfer
 
     states = envelopes(6)
-    source = open_backend(BackendSettings(seed_file(tmp_path / "src", states), 2, 0.05, {}))
+    source = open_backend(BackendSettings(seed_file_store(tmp_path / "src", states), 2, 0.05, {}))
     destination = open_backend(BackendSettings(f"memory://fast-{os.getpid()}/p", 2, 0.05, {}))
     try:
         report = transfer(source, destination)

@@ -219,17 +219,22 @@ class GCSStore(AsyncStore):
         except FileNotFoundError:  # uploads answer 404 only for a missing bucket
             raise BucketNotFound(self.bucket) from None
 
-    async def create(self, key, data):
+    async def create_object(self, key, data) -> dict | None:
+        """A multipart upload (the only kind on which emulators enforce the precondition)
+        with ``ifGenerationMatch=0``: the object resource GCS answers with, or None when
+        the key exists."""
         try:
-            # A multipart upload (the only kind on which emulators enforce the
-            # precondition) with ifGenerationMatch=0; gcsfs answers with the object.
             result = await self.fs._pipe_file(f"{self.bucket}/{key}", data, content_type=JSON,
                                               mode="create")
         except FileExistsError:
             return None
         except FileNotFoundError:
             raise BucketNotFound(self.bucket) from None
-        return str(result.get("generation", "")) if isinstance(result, dict) else ""
+        return result if isinstance(result, dict) else {}
+
+    async def create(self, key, data):
+        result = await self.create_object(key, data)
+        return None if result is None else str(result.get("generation", ""))
 
     async def delete(self, key):
         with contextlib.suppress(FileNotFoundError):
@@ -450,14 +455,9 @@ async def gcs_create_checked(store: GCSStore, key: str, data: bytes):
     when the key exists, else (generation, verified)."""
     import base64
 
-    try:  # fsspec's public async pipe_file: for small data, one multipart upload
-        result = await store.fs._pipe_file(f"{store.bucket}/{key}", data, content_type=JSON,
-                                           mode="create")
-    except FileExistsError:
+    result = await store.create_object(key, data)
+    if result is None:
         return None
-    except FileNotFoundError:
-        raise BucketNotFound(store.bucket) from None
-    result = result if isinstance(result, dict) else {}
     generation = str(result.get("generation", ""))
     returned = result.get("md5Hash")
     verified = None if not returned else returned == base64.b64encode(md5_of(data)).decode()

@@ -41,3 +41,11 @@ def meltano_seeded_db(tmp_path_factory, seed: dict) -> Path:
         meltano("state", "import", "seed.json", cwd=base)
         assert db.is_file()
     return db
+
+
+def seed_file_store(root: Path, states: dict) -> str:
+    """A file:// store written by hand in Meltano's layout (ID -> Envelope); its URI."""
+    for state_id, envelope in states.items():
+        (root / state_id).mkdir(parents=True, exist_ok=True)
+        (root / state_id / "state.json").write_text(envelope.to_json())
+    return root.as_uri()
