@@ -215,3 +215,39 @@ def test_lock_wait_longer_than_the_stall_window_is_progress(tmp_path):
         assert state_ext("get", "a", cwd=root, env=env).json() == {"singer_state": {"x": 2}}
     finally:
         server.close()
+
+
+def test_frozen_ftp_server_ends_a_read_within_the_window(tmp_path, monkeypatch):
+    """A sync fsspec filesystem (FTP, whose own timeout is set to 120 s here) is bounded by
+    the stall window too: a frozen server ends the read in one line naming the setting,
+    and closing the backend afterwards does not hang (in process, connected first)."""
+    from state_ext.backends import open_backend
+    from state_ext.errors import BackendError
+    from state_ext.settings import BackendSettings
+    from tests.support.emulators import FtpServer
+
+    server = FtpServer(tmp_path / "ftp-root").start()
+    try:
+        seed = tmp_path / "ftp-root" / "state" / "dev:a-to-b"
+        seed.mkdir(parents=True)
+        (seed / "state.json").write_text('{"completed": {"singer_state": {}}, "partial": {}}')
+        monkeypatch.setenv("STATE_EXT_STALL_TIMEOUT_SECONDS", str(STALL))
+        options = {"port": server.port, "username": server.user, "password": server.password,
+                   "timeout": 120}
+        backend = open_backend(BackendSettings("ftp://127.0.0.1/state", 2, 0.1, options))
+        assert backend.list_ids() == ["dev:a-to-b"]
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(BackendError) as failure:
+                backend.get("dev:a-to-b")
+            took = time.monotonic() - started
+            backend.close()
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert "no answer" in failure.value.message and "stall_timeout_seconds" in \
+            failure.value.message, failure.value.message
+        assert server.password not in failure.value.message
+        assert took < ENDED_WITHIN, took
+    finally:
+        server.close()

@@ -342,17 +342,28 @@ class FsspecStore(AsyncStore):
     """
 
     def __init__(self, fs, root: str = ""):
+        from state_ext.deadline import Worker
+
         super().__init__(fs, "")
         self.root = root
         self._lock = asyncio.Lock()
+        self._worker = Worker("state-ext-fsspec")
 
     def _path(self, key):
         return self.root + key
 
     async def _run(self, name, *args, **kwargs):
+        """A sync filesystem (FTP, SFTP) blocks in its own sockets: its calls run, one at a
+        time as before, on one daemon thread, so that the event loop stays free to give up
+        on a frozen server when the stall window passes (``aio.run``) and the stuck call
+        cannot hold the process at exit."""
         if getattr(self.fs, "async_impl", False):
             return await getattr(self.fs, "_" + name)(*args, **kwargs)
-        return getattr(self.fs, name)(*args, **kwargs)
+        return await asyncio.wrap_future(
+            self._worker.submit(getattr(self.fs, name), *args, **kwargs))
+
+    async def close(self):
+        self._worker.stop()
 
     async def list_keys(self, prefix):
         try:
