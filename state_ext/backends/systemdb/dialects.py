@@ -10,7 +10,8 @@ here, so the backend reads as one algorithm and a new database is one more class
   take the row lock, state-ext's the advisory lock too, so a row that does not exist yet
   is locked as well), bounded lock waits, byte order for IDs, one array parameter for
   ``IN`` lists and ``COPY`` for bulk inserts;
-* ``Generic`` (MSSQL and anything else SQLAlchemy speaks): portable SQL only.
+* ``MSSQL``: portable SQL, with login and query timeouts in each driver's own words;
+* ``Generic`` (anything else SQLAlchemy speaks): portable SQL only.
 
 Nothing here imports SQLAlchemy at module level: ``--help`` must stay light.
 """
@@ -204,14 +205,44 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
+class MSSQL(Generic):
+    """SQL Server: portable SQL, plus login and query timeouts from the stall window (a
+    frozen server must end a command in one line here too), which each driver names its
+    own way: pymssql's ``login_timeout``/``timeout`` connect arguments, pyodbc's ``timeout``
+    (login) and its connections' ``timeout`` attribute (queries)."""
+
+    def __init__(self):
+        super().__init__("mssql", 1433, "mssql")
+        self.query_timeout = 0
+
+    def engine_options(self, url, lock_timeout: float, stall: float):
+        login = max(1, math.ceil(stall))
+        self.query_timeout = max(1, math.ceil(lock_timeout + stall))
+        driver = url.get_driver_name()
+        if driver == "pymssql":
+            return url, {"connect_args": {"login_timeout": login,
+                                          "timeout": self.query_timeout}}
+        if driver == "pyodbc":
+            return url, {"connect_args": {"timeout": login}}
+        return url, {}
+
+    def prepare(self, engine) -> None:
+        if engine.dialect.driver != "pyodbc":
+            return
+        from sqlalchemy import event
+
+        @event.listens_for(engine, "connect")
+        def query_timeout(dbapi_connection, _record):
+            dbapi_connection.timeout = self.query_timeout
+
+
 def dialect_for(backend_name: str) -> Generic:
     """The dialect object for SQLAlchemy's backend name (``url.get_backend_name()``)."""
     if backend_name == "sqlite":
         return SQLite()
     if backend_name == "postgresql":
         return PostgreSQL()
-    return Generic(backend_name, *GENERIC.get(backend_name, ()))
-
-
-GENERIC = {"mssql": (1433, "mssql")}  # default port and pip extra of the others we know
+    if backend_name == "mssql":
+        return MSSQL()
+    return Generic(backend_name)
 
