@@ -124,6 +124,9 @@ def _scope(ids, pattern) -> str:
     return f"pattern {pattern}" if pattern else "all"
 
 
+LISTING_PAYS = 20  # IDs to snapshot beyond which one listing first is the cheaper way
+
+
 def _states(backend, ids, pattern) -> Iterator[tuple[str, Envelope]]:
     if ids is None:
         yield from backend.iter_all(pattern)
@@ -131,6 +134,11 @@ def _states(backend, ids, pattern) -> Iterator[tuple[str, Envelope]]:
     from state_ext.state_ids import matches
 
     wanted = sorted({i for i in ids if matches(i, pattern)})
+    if len(wanted) > LISTING_PAYS:
+        # An import of new states names IDs that have none: one listing (a request per
+        # thousand keys on an object store) costs less than reading each absent ID.
+        present = set(backend.list_ids(pattern))
+        wanted = [i for i in wanted if i in present]
     for state_id, envelope in backend.iter_states(wanted):
         if envelope is not None:
             yield state_id, envelope

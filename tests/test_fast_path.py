@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import os
 from pathlib import Path
@@ -286,6 +287,36 @@ def test_import_writes_new_states_in_one_request_each(s3_server, tmp_path):  # n
     assert case.keys(bucket) == sorted(f"p/{i}/state.json" for i in states)
     for state_id, envelope in states.items():
         assert case.read(bucket, f"p/{state_id}/state.json")[0] == envelope.to_json().encode()
+
+
+def test_imports_safety_snapshot_reads_only_the_states_that_exist(s3_server, tmp_path):  # noqa: F811
+    """With the automatic safety snapshot on: one listing tells which of the 35 IDs exist,
+    so only the one existing state is read for the snapshot, not every ID of the document;
+    the snapshot holds exactly that state."""
+    from state_ext.model import parse_export_document
+
+    case = StoreCase("s3", s3_server)
+    bucket = case.new_bucket()
+    uri = f"s3://{bucket}/p"
+    states = envelopes(35)
+    case.write(bucket, "p/q?x/state.json", b'{"completed": {"singer_state": {"o": 1}}, '
+                                          b'"partial": {}}')
+    doc = {state_id: envelope.to_dict() for state_id, envelope in states.items()}
+    root = project(tmp_path)
+    through, proxy = proxied(case)
+    try:
+        proxy.reset()
+        state_ext("import", cwd=root, input=json.dumps(doc),
+                  env=clean_env(**through.settings_env(uri)))
+        by_method = proxy.stats()["by_method"]
+    finally:
+        proxy.stop()
+    # listings (the snapshot's and the import's), the one existing state, the lock path
+    assert by_method.get("GET", 0) <= 6, by_method
+    (snapshot,) = (root / ".meltano" / "state-ext" / "snapshots").glob("*--import.json.gz")
+    kept = parse_export_document(gzip.decompress(snapshot.read_bytes()).decode())
+    assert list(kept) == ["q?x"] and kept["q?x"].effective() == {"singer_state": {"o": 1}}
+    assert case.keys(bucket) == sorted(f"p/{i}/state.json" for i in states)
 
 
 def test_a_store_without_conditional_create_keeps_the_locked_path_and_says_so(tmp_path):
