@@ -86,6 +86,9 @@ def s3_connection(uri: str, options: dict) -> Connection:
             "read_timeout": timeout,
             "retries": {"max_attempts": attempts, "mode": "standard"},
             "user_agent_extra": "state-ext",
+            # Bulk reads and creates keep up to 64 requests in flight; botocore's pool of
+            # 10 connections would queue the rest, each waiting a round trip.
+            "max_pool_connections": 64,
         },
         # Fresh instance: fsspec would otherwise share one across settings changes.
         "skip_instance_cache": True,
