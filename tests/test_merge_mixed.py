@@ -147,7 +147,7 @@ def test_a_lock_overwritten_mid_merge_is_repaired(store, tmp_path):  # noqa: F81
             return None
 
     conclusive = 0
-    for trial in range(5):
+    for trial in range(20):  # until one trial froze state-ext holding its lock (then break)
         store.write(bucket, state_key, seed)
         ours = {"singer_state": {"bookmarks": {f"ext-{trial}": {"v": trial}}}}
         proc = subprocess.Popen([str(STATE_EXTENSION), "merge", ID, json.dumps(ours)],

@@ -14,6 +14,7 @@ watchdog cuts that connection (after the lock timeout plus twice the window).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -56,15 +57,19 @@ def server_pids(server: PostgresServer) -> list[int]:
     return [postmaster, *children]
 
 
-def freeze(server: PostgresServer) -> None:
+def signal_all(server: PostgresServer, signum: int) -> None:
     for pid in server_pids(server):
-        os.kill(pid, signal.SIGSTOP)
+        with contextlib.suppress(ProcessLookupError):  # a backend that ended meanwhile
+            os.kill(pid, signum)
+
+
+def freeze(server: PostgresServer) -> None:
+    signal_all(server, signal.SIGSTOP)
 
 
 def thaw(server: PostgresServer) -> None:
     if (server.data / "postmaster.pid").exists():
-        for pid in server_pids(server):
-            os.kill(pid, signal.SIGCONT)
+        signal_all(server, signal.SIGCONT)
 
 
 def meltano_schema(server: PostgresServer) -> str:
