@@ -239,9 +239,11 @@ def transfer(
                 rest, {d: planned_dst[d] for d in rest}, concurrency=concurrency
             )
             failures.update(created.failed)
+            # what was written: decided before races leave ``failures`` (a raced ID is
+            # someone else's state, never ours to read back, count or delete the source of)
+            ok = [d for d in states if d in created.checked or (d in rest and d not in failures)]
             _sort_races(failures, planned_dst, report, on_conflict)
             report.failed.update(failures)
-            ok = [d for d in states if d in created.checked or (d in rest and d not in failures)]
             check = [d for d in ok if d not in created.checked or verify == "read-back"]
             back = _read(dst, check)
             for dst_id in ok:

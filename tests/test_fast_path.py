@@ -174,12 +174,41 @@ def test_state_created_by_meltano_after_the_plan_is_never_overwritten(kind, tmp_
         assert fired
         assert report.raced == [victim] and report.ok is False
         assert victim not in report.failed and report.copied == len(states) - 1
+        assert report.mismatched == []  # their state is theirs: not read back as ours
         assert destination.get(victim) == Envelope.complete({"singer_state": {"by": "meltano"}})
         for state_id, envelope in states.items():
             if state_id != victim:
                 assert destination.get(state_id) == envelope, state_id
         got = meltano("state", "get", victim, cwd=root, env=env)
         assert json.loads(got.stdout) == {"singer_state": {"by": "meltano"}}
+    finally:
+        source.close(), destination.close()
+
+
+def test_conflict_after_the_plan_on_file_is_skipped_and_not_read_back(tmp_path):
+    """file://: a state created between plan and write is skipped with --on-conflict
+    skip (the run is ok), never compared with ours, never counted as copied."""
+    from state_ext.backends import open_backend
+    from state_ext.settings import BackendSettings
+    from state_ext.transfer import transfer
+
+    states = envelopes(5)
+    victim = "q?x"
+    source = open_backend(BackendSettings(seed_file_store(tmp_path / "src", states), 2, 0.05, {}))
+    dst = tmp_path / "dst"
+    destination = open_backend(BackendSettings(dst.as_uri(), 2, 0.05, {}))
+    theirs = '{"completed": {"singer_state": {"theirs": 1}}, "partial": {}}'
+
+    def progress(phase, done, total):
+        if phase == "plan" and done == total:
+            (dst / victim).mkdir(parents=True, exist_ok=True)
+            (dst / victim / "state.json").write_text(theirs)
+
+    try:
+        report = transfer(source, destination, on_conflict="skip", progress=progress)
+        assert report.skipped_conflicts == [victim] and report.mismatched == [], report
+        assert report.ok and report.copied == len(states) - 1
+        assert (dst / victim / "state.json").read_text() == theirs
     finally:
         source.close(), destination.close()
 
