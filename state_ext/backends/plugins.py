@@ -19,6 +19,7 @@ process alive) and no further call is made into the add-on.
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import EntryPoint, entry_points
@@ -115,7 +116,7 @@ class PluginBackend(StateBackend):
             return future.result(timeout=bound)
         except StateExtError:
             raise
-        except TimeoutError:
+        except (TimeoutError, concurrent.futures.TimeoutError):  # one class from 3.11 on
             if future.done():  # the add-on itself raised a TimeoutError
                 raise self._fail(what, future.exception()) from None
             self._stuck = (
