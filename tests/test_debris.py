@@ -157,13 +157,18 @@ def test_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
     dst = tmp_path / "dst"
     same = "dev:tap-00001-to-target"
     seed_file_store(dst, {same: states[same]})
+    from state_ext.backends.debris import HOST
+
     gone, alive = dead_pid(), os.getpid()
-    dead_files = [dst / same / f".state.json.{gone}.deadbeef.0.tmp",
-                  dst / same / f".lock.{gone}.deadbeef.1.tmp",
-                  dst / f".state-ext-write-check.{gone}.deadbeef.2.tmp"]
-    live = dst / same / f".state.json.{alive}.cafebabe.0.tmp"
+    dead_files = [dst / same / f".state.json.{HOST}.{gone}.deadbeef.0.tmp",
+                  dst / same / f".lock.{HOST}.{gone}.deadbeef.1.tmp",
+                  dst / f".state-ext-write-check.{HOST}.{gone}.deadbeef.2.tmp"]
+    live = dst / same / f".state.json.{HOST}.{alive}.cafebabe.0.tmp"
     foreign = dst / same / ".state.json.notours.tmp"  # not our naming: never touched
-    for path in [*dead_files, live, foreign]:
+    # another container on the same volume: its pids mean nothing here, even "gone" ones
+    neighbour = dst / same / f".state.json.{'0' if HOST != '00000000' else '1'}" \
+        f"{HOST[1:]}.{gone}.deadbeef.0.tmp"
+    for path in [*dead_files, live, foreign, neighbour]:
         path.write_text("{")
     root = write_project(tmp_path / "project")
     env = clean_env(MELTANO_STATE_BACKEND_URI=dst.as_uri())
@@ -171,10 +176,10 @@ def test_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
                        cwd=root, env=env).json()
     assert report["ok"] and report["identical"] == 1
     assert not any(path.exists() for path in dead_files)
-    assert live.exists() and foreign.exists()
+    assert live.exists() and foreign.exists() and neighbour.exists()
 
     # a single write cleans the folder it writes in
-    other = dst / "dev:tap-00002-to-target" / f".lock.{gone}.deadbeef.3.tmp"
+    other = dst / "dev:tap-00002-to-target" / f".lock.{HOST}.{gone}.deadbeef.3.tmp"
     other.write_text("x")
     state_ext("set", "--force", "dev:tap-00002-to-target", '{"singer_state": {"x": 1}}',
               cwd=root, env=env)

@@ -4,14 +4,15 @@ A SIGKILL can stop a run between any two system calls, so three kinds of debris 
 possible, and each is named or judged so that a later run can clean it without ever
 touching what a live writer still uses:
 
-* file:// temporary names: ``.state.json.<pid>.<rand>.<n>.tmp`` and ``.lock.<pid>...``
-  (beside a state) and ``.state-ext-write-check.<pid>...`` (the writability probe). A
-  folder a new state was being created in may be left empty: Meltano ignores it, and the
-  re-run, which plans that state as new, writes it there. Every run that writes a
-  state folder removes those whose process no longer exists on this machine. (A zombie
-  counts as alive until it is reaped; on a folder shared between machines, a temporary
-  file of a live process on another host whose pid is free here could be removed: its
-  rename then fails with an error, never leaving half a state.)
+* file:// temporary names: ``.state.json.<host>.<pid>.<rand>.<n>.tmp`` and
+  ``.lock.<host>...`` (beside a state) and ``.state-ext-write-check.<host>...`` (the
+  writability probe). A folder a new state was being created in may be left empty:
+  Meltano ignores it, and the re-run, which plans that state as new, writes it there.
+  Every run that writes a state folder removes those of its own ``<host>`` whose process
+  no longer exists. ``<host>`` names the machine *and* its process-ID namespace, because a
+  pid means something only there: two containers sharing a volume each see the other's
+  pids as free, and must leave each other's files alone. (A zombie counts as alive until
+  it is reaped.)
 * object-store writability probes, ``<prefix>/.state-ext-write-check.<host>.<pid>.<rand>``:
   removed by the next run on the same host once that pid is gone.
 * lock objects: Meltano's protocol lets any writer delete a lock older than
@@ -31,9 +32,17 @@ import zlib
 
 from state_ext.backends.locks import lock_age
 
-HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]": one per container
+    except OSError:
+        return ""
+
+
+HOST = f"{zlib.crc32((socket.gethostname() + _pid_namespace()).encode()):08x}"
 TEMP = re.compile(r"^\.(state\.json|lock|state-ext-write-check)"
-                  r"\.(\d+)\.[0-9a-f]{8}\.\d+\.tmp$")
+                  r"\.([0-9a-f]{8})\.(\d+)\.[0-9a-f]{8}\.\d+\.tmp$")
 SCRATCH = re.compile(r"^\.state-ext-write-check\.([0-9a-f]{8})\.(\d+)\.[0-9a-f]{8}$")
 
 
@@ -50,9 +59,9 @@ def process_gone(pid: int) -> bool:
 
 
 def dead_temp(name: str) -> bool:
-    """A file:// temporary name of ours whose process no longer exists."""
+    """A file:// temporary name of this host and pid namespace whose process is gone."""
     found = TEMP.match(name)
-    return bool(found) and process_gone(int(found.group(2)))
+    return bool(found) and found.group(2) == HOST and process_gone(int(found.group(3)))
 
 
 def remove_dead_temps(folder: str, names) -> int:

@@ -39,9 +39,10 @@ _PREFIX: list[str] = []
 
 
 def _unique() -> str:
-    """A temporary-file suffix no other process or thread can pick (pid, random, counter)."""
+    """A temporary-file suffix no other process or thread can pick (host and pid
+    namespace, pid, random, counter: see debris.py)."""
     if not _PREFIX:
-        _PREFIX.append(f"{os.getpid()}.{uuid.uuid4().hex[:8]}")
+        _PREFIX.append(f"{debris.HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
     return f"{_PREFIX[0]}.{next(_UNIQUE)}"
 
 
