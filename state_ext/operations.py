@@ -37,6 +37,35 @@ def set_state(backend: StateBackend, state_id: str, state: dict) -> None:
 
 MERGE_ATTEMPTS = 5
 SETTLE_SECONDS = 1.0  # a concurrent Meltano writer between its read and its write
+_MISSING = object()
+
+
+class _LeaveIt(Exception):
+    """Abandons a re-application: the state now says something our merge must not undo."""
+
+
+def _leaf_paths(patch: dict, above: tuple = ()) -> list[tuple]:
+    paths = []
+    for key, value in patch.items():
+        if isinstance(value, dict) and value:
+            paths += _leaf_paths(value, (*above, key))
+        else:
+            paths.append((*above, key))
+    return paths
+
+
+def _values_at(envelope: Envelope | None, paths: list[tuple]) -> list:
+    """The effective state's values at ``paths`` (what a tap would read there)."""
+    state = {} if envelope is None else envelope.effective()
+    found = []
+    for path in paths:
+        node = state
+        for key in path:
+            node = node.get(key, _MISSING) if isinstance(node, dict) else _MISSING
+            if node is _MISSING:
+                break
+        found.append(node)
+    return found
 
 
 def merge_state(backend: StateBackend, state_id: str, partial: dict) -> Envelope:
@@ -46,34 +75,58 @@ def merge_state(backend: StateBackend, state_id: str, partial: dict) -> Envelope
     Meltano's lock (file and object stores) is check-then-write: a Meltano writer can take
     our lock while we hold it and then write a state based on a read older than our
     write, silently dropping our merge. So the merge is only reported done once it is seen
-    to have survived: if the lock was no longer ours after the write, the merge is applied
-    again under a fresh lock (deep merge is idempotent: re-applying it changes nothing
-    else); if another writer was active around ours, the state is read again after
-    ``SETTLE_SECONDS`` and the merge re-applied if it is gone (``merged == current`` means
-    it is there). After ``MERGE_ATTEMPTS`` overwritten attempts: one clear error.
+    to have survived: if the lock was no longer ours after the write, or another writer
+    was active around ours (then after ``SETTLE_SECONDS``), the state is looked at again.
+    Our merge is applied again, under a fresh lock, only when the values at the merge's
+    paths are back to what they were before it (the sign of a write based on a stale
+    read; deep merge is idempotent, so re-applying changes nothing else). Values that are
+    neither ours nor the old ones were written after us, and a cleared state was cleared
+    after us: both are left as they are, with a warning. After ``MERGE_ATTEMPTS``
+    overwritten attempts: one clear error.
     """
     from state_ext.backends.locks import watching
 
     validate_state_id(state_id)
+    paths = _leaf_paths(partial)
+    seen: dict[str, list] = {}
 
     def change(current: Envelope | None) -> Envelope:
         merged = (current or Envelope()).merged_with_partial(partial)
         merged.check_stored_size(state_id)
+        seen.setdefault("before", _values_at(current, paths))
+        seen.setdefault("ours", _values_at(merged, paths))
         return merged
 
+    def again(current: Envelope | None) -> Envelope:
+        now = _values_at(current, paths)
+        if current is None or now not in (seen["before"], seen["ours"]):
+            raise _LeaveIt("cleared" if current is None else "changed")
+        return change(current)
+
+    result = None
     for attempt in range(1, MERGE_ATTEMPTS + 1):
-        with watching() as report:
-            result = backend.update(state_id, change)
-        if report.lost:
-            why = "another writer took the lock while the merge held it"
-        elif not report.contended:
+        try:
+            with watching() as report:
+                result = backend.update(state_id, change if attempt == 1 else again)
+        except _LeaveIt as left:
+            backend.warn(f"The merge into state ID {state_id!r} was not applied again: the "
+                         f"state was {left} by another writer after it")
             return result
-        else:
+        if not report.lost and not report.contended:
+            return result
+        if not report.lost:
             time.sleep(SETTLE_SECONDS)
-            current = backend.get(state_id)
-            if current is not None and current.merged_with_partial(partial) == current:
+        current = backend.get(state_id)
+        now = _values_at(current, paths)
+        if current is not None and now == seen["ours"]:
+            if not report.lost:
                 return result
-            why = "a concurrent writer overwrote it"
+        elif current is None or now != seen["before"]:
+            backend.warn(f"The merge into state ID {state_id!r} was overwritten by a newer "
+                         "write of another process (or the state was cleared): left as it is")
+            return result
+        why = "another writer took the lock while the merge held it" if report.lost else \
+            "a concurrent writer overwrote it"
         if attempt < MERGE_ATTEMPTS:
             backend.warn(f"The merge into state ID {state_id!r} may have been lost ({why}; "
                          "Meltano's lock is check-then-write): applied it again "

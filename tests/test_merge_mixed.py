@@ -188,3 +188,36 @@ def test_a_lock_overwritten_mid_merge_is_repaired(store, tmp_path):  # noqa: F81
         assert read(lock_key) is None
         break
     assert conclusive, "state-ext finished its merge before every freeze; nothing was tested"
+
+
+def test_a_newer_write_after_a_contended_merge_is_never_undone(tmp_path):
+    """A merge that had to wait for another writer looks again a second later. If the
+    values at its paths are by then neither its own nor the old ones (someone wrote a
+    newer bookmark after it), it must leave them alone: re-applying would put the older
+    bookmark back in the partial half, which wins over completed (a bookmark moving
+    backwards). Real processes on file://: a lock held by "another writer", released;
+    the newer complete write lands inside the merge's settle second."""
+    store = tmp_path / "state"
+    folder = store / ID
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text(json.dumps(SEED))
+    (folder / "lock").write_text(str(time.time()))  # another writer holds the lock
+    root = write_project(tmp_path / "project")
+    env = clean_env(MELTANO_STATE_BACKEND_URI=store.as_uri(),
+                    MELTANO_STATE_BACKEND_LOCK_RETRY_SECONDS="0.05")
+    ours = {"singer_state": {"bookmarks": {"orders": {"replication_key_value": "2026-01-01"}}}}
+    newer = {"completed": {"singer_state": {"bookmarks": {"orders": {
+        "replication_key_value": "2026-06-01"}}}}, "partial": {}}
+    proc = subprocess.Popen([str(STATE_EXTENSION), "merge", ID, json.dumps(ours)], cwd=root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    (folder / "lock").unlink()  # the other writer is done: ours merges now
+    deadline = time.monotonic() + 30
+    while "2026-01-01" not in (folder / "state.json").read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    (folder / "state.json").write_text(json.dumps(newer))  # a newer run's complete write
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert json.loads((folder / "state.json").read_text()) == newer, stderr
+    assert "left as it is" in stderr, stderr
