@@ -383,7 +383,8 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
                 done.append(state_id)
 
         done = set(created)
-        self._bulk("write states", [i for i in states if i not in done], one, "written")
+        self._bulk("write states", [i for i in states if i not in done], one, "written",
+                   already=len(done))
         return len(states)
 
     def delete_many(self, state_ids: Iterable[str]) -> int:
@@ -397,9 +398,10 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
 
         return len(self._bulk("delete states", list(state_ids), one, "cleared"))
 
-    def _bulk(self, what: str, ids: list[str], one, verb: str) -> list[str]:
+    def _bulk(self, what: str, ids: list[str], one, verb: str, already: int = 0) -> list[str]:
         """Run ``one(state_id, done)`` for every ID on the loop. On the first failure the
-        rest is cancelled and awaited, and the error says how many were done before it."""
+        rest is cancelled and awaited, and the error says how many were done before it
+        (counting the ``already`` done by an earlier step of the same command)."""
         for state_id in ids:
             validate_state_id(state_id)
         done: list[str] = []
@@ -416,11 +418,12 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
         try:
             self.run(what, every)
         except StateExtError as exc:
-            if len(ids) < 2:
+            total = already + len(ids)
+            if total < 2:
                 raise
             raise type(exc)(
-                f"{exc.message}; {len(done)} of {len(ids)} states were {verb} before the "
-                "failure (each one whole); running the same command again completes it"
+                f"{exc.message}; {already + len(done)} of {total} states were {verb} before "
+                "the failure (each one whole); running the same command again completes it"
             ) from None
         return done
 
