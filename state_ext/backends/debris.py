@@ -120,8 +120,7 @@ def sweep_stale_locks(backend, state_ids, *, wait: bool = True) -> int:
             continue
         age = _age(backend, state_id, current)
         if age is not None and age > timeout:
-            backend.remove_if_unchanged(state_id, *current)
-            removed += 1
+            removed += _remove(backend, state_id, current)
         elif age is not None and age >= 0:
             pending.append((state_id, current, timeout - age))
     if wait and pending:
@@ -131,6 +130,12 @@ def sweep_stale_locks(backend, state_ids, *, wait: bool = True) -> int:
             if current is not None and current == seen:
                 age = _age(backend, state_id, current)
                 if age is not None and age > timeout:
-                    backend.remove_if_unchanged(state_id, *current)
-                    removed += 1
+                    removed += _remove(backend, state_id, current)
     return removed
+
+
+def _remove(backend, state_id: str, seen) -> int:
+    """Remove the lock if it is still ``seen``; 1 if it is gone afterwards (a lock taken
+    meanwhile is kept by the conditional removal, and not counted)."""
+    backend.remove_if_unchanged(state_id, *seen)
+    return int(backend.read_lock(state_id) is None)
