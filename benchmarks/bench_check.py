@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 from bench import generate_states, log  # noqa: E402
+
 from tests.support.cli import clean_env, state_ext  # noqa: E402
 from tests.support.emulators import (  # noqa: E402
     AzuriteServer,

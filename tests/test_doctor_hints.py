@@ -22,7 +22,7 @@ def doctor(project, env):
     return state_ext("doctor", "--format", "json", cwd=project, env=env, check=False)
 
 
-def test_a_snapshot_store_bucket_without_versioning_gets_a_hint(s3_server, tmp_path):
+def test_a_snapshot_store_bucket_without_versioning_gets_a_hint(s3_server, tmp_path):  # noqa: F811
     (tmp_path / "meltano.yml").write_text(PROJECT)
     case = StoreCase("s3", s3_server)
     bucket = case.new_bucket()
@@ -47,7 +47,7 @@ def test_a_local_snapshot_store_gets_no_versioning_hint(tmp_path):
 
 
 @pytest.mark.parametrize("wrong", [True, False])
-def test_credentials_the_service_refuses_get_a_hint(azure_server, tmp_path, wrong):
+def test_credentials_the_service_refuses_get_a_hint(azure_server, tmp_path, wrong):  # noqa: F811
     case = StoreCase("azure", azure_server)
     container = case.new_bucket()
     uri = f"azure://{container}/state"

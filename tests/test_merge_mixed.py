@@ -197,13 +197,13 @@ def test_a_newer_write_after_a_contended_merge_is_never_undone(tmp_path):
     bookmark back in the partial half, which wins over completed (a bookmark moving
     backwards). Real processes on file://: a lock held by "another writer", released;
     the newer complete write lands inside the merge's settle second."""
-    store = tmp_path / "state"
-    folder = store / ID
+    states = tmp_path / "state"
+    folder = states / ID
     folder.mkdir(parents=True)
     (folder / "state.json").write_text(json.dumps(SEED))
     (folder / "lock").write_text(str(time.time()))  # another writer holds the lock
     root = write_project(tmp_path / "project")
-    env = clean_env(MELTANO_STATE_BACKEND_URI=store.as_uri(),
+    env = clean_env(MELTANO_STATE_BACKEND_URI=states.as_uri(),
                     MELTANO_STATE_BACKEND_LOCK_RETRY_SECONDS="0.05")
     ours = {"singer_state": {"bookmarks": {"orders": {"replication_key_value": "2026-01-01"}}}}
     newer = {"completed": {"singer_state": {"bookmarks": {"orders": {
