@@ -9,6 +9,8 @@ import asyncio
 import errno
 import socket
 
+from state_ext.errors import one_line
+
 
 def _chain(exc: BaseException):
     seen = set()
@@ -18,9 +20,6 @@ def _chain(exc: BaseException):
         exc = exc.__cause__ or exc.__context__
 
 
-def _one_line(exc: BaseException, limit: int = 240) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _credential_hint(scheme: str) -> str:
@@ -82,7 +81,7 @@ def network_failure(exc: BaseException, *, service: str, endpoint: str | None,
         return f"the connection to the{where} was dropped mid-request"
     connect = [e for e in links if type(e).__name__ in CONNECT_NAMES]
     if connect:
-        return f"cannot reach the{where}: connection failed ({_one_line(connect[-1], 160)})"
+        return f"cannot reach the{where}: connection failed ({one_line(connect[-1], 160)})"
     return None
 
 
@@ -116,7 +115,7 @@ def explain(exc: BaseException, *, service: str, bucket: str, word: str, endpoin
         if name in ("DefaultCredentialsError",):
             return f"no Google credentials found: {_credential_hint(scheme)}"
         if name in ("CredentialUnavailableError", "ClientAuthenticationError"):
-            return f"authentication failed ({_one_line(err, 160)}): {_credential_hint(scheme)}"
+            return f"authentication failed ({one_line(err, 160)}): {_credential_hint(scheme)}"
         code = _code(err)
         if code and (not code.isdigit() or code in ("401", "403")):  # decided by the service
             return _from_code(code, err, service=service, word=word, scheme=scheme)
@@ -128,15 +127,15 @@ def explain(exc: BaseException, *, service: str, bucket: str, word: str, endpoin
         module = type(err).__module__ or ""
         if type(err).__name__ in ("RefreshError", "TransportError") and \
                 module.startswith("google"):
-            return f"cannot obtain a Google access token: {_one_line(err, 160)}"
+            return f"cannot obtain a Google access token: {one_line(err, 160)}"
         code = _code(err)
         if code:
             return _from_code(code, err, service=service, word=word, scheme=scheme)
     if isinstance(exc, PermissionError) or _denied(exc):
-        return f"access denied: {_one_line(exc)}: {_credential_hint(scheme)}"
+        return f"access denied: {one_line(exc)}: {_credential_hint(scheme)}"
     if isinstance(exc, FileNotFoundError):
-        return f"not found: {_one_line(exc)}"
-    return f"{type(exc).__name__}: {_one_line(exc)}"
+        return f"not found: {one_line(exc)}"
+    return f"{type(exc).__name__}: {one_line(exc)}"
 
 
 DENIED_WORDS = ("permission denied", "not enough privileges", "access denied",
@@ -175,4 +174,4 @@ def _from_code(code: str, err: BaseException, *, service: str, word: str, scheme
         return f"access denied ({code}): {_credential_hint(scheme)}"
     if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraint"):
         return f"the {word} is in another region or endpoint ({code})"
-    return f"{code}: {_one_line(err, 160)}"
+    return f"{code}: {one_line(err, 160)}"
