@@ -76,7 +76,7 @@ def probe(backend) -> list[Step]:
     return steps
 
 
-def hints(settings, given_uri: str | None, steps: list[Step]) -> list[str]:
+def hints(project, settings, given_uri: str | None, steps: list[Step]) -> list[str]:
     """Common mistakes, judged from the settings and what the probes saw."""
     from state_ext.backends import is_database_url
     from state_ext.settings import redact_uri, uri_scheme
@@ -96,7 +96,7 @@ def hints(settings, given_uri: str | None, steps: list[Step]) -> list[str]:
             "database_uri only chooses Meltano's own database; if your state lives elsewhere "
             "set state_backend.uri (MELTANO_STATE_BACKEND_URI)")
     found += _credential_hints(settings, steps)
-    found += snapshot_store_hints(settings)
+    found += snapshot_store_hints(project)
     return found
 
 
@@ -128,18 +128,17 @@ def uri_namespace(settings) -> str:
     return {"gs": "gcs"}.get(settings.scheme, settings.scheme)
 
 
-def snapshot_store_hints(settings) -> list[str]:
+def snapshot_store_hints(project) -> list[str]:
     """The snapshot store on S3 without bucket versioning: a snapshot deleted or overwritten
     there (a ``snapshots prune``, a mistaken lifecycle rule) is gone for good, and
     ``history`` finds no object versions of states kept in that bucket. GCS and Azure keep
     their versioning switch out of the data API state-ext uses: not judged there."""
-    from state_ext.settings import ProjectSettings
     from state_ext.snapshot_stores import ObjectSnapshotStore, open_store
 
-    if settings.project_root is None:
+    if project.root is None:
         return []
     try:
-        with open_store(ProjectSettings(settings.project_root)) as store:
+        with open_store(project) as store:
             if not isinstance(store, ObjectSnapshotStore):
                 return []
             keeps = store.keeps_versions()

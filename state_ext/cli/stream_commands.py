@@ -282,14 +282,15 @@ def doctor(
 
     steps, settings = [], None
     try:
-        settings = ProjectSettings(project_root).backend_settings(uri)
+        project = ProjectSettings(project_root)
+        settings = project.backend_settings(uri)
         with state_backend(uri, project_root) as backend:
             label = backend.label
             steps = probes.probe(backend)
     except StateExtError as exc:
         label = "(not opened)"
         steps.append(probes.Step("open", False, None, exc.message))
-    advice = probes.hints(settings, uri, steps) if settings is not None else []
+    advice = probes.hints(project, settings, uri, steps) if settings is not None else []
     failed = sum(1 for step in steps if step.ok is False)
     if output_format is ListFormat.json:
         out(json.dumps({"backend": label, "ok": not failed,
