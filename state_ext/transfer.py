@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from state_ext.backends.base import StateBackend, digest
+from state_ext.backends.base import CHANGED, StateBackend, digest
 from state_ext.errors import BackendError, ConfigurationError
 from state_ext.model import Envelope
 from state_ext.state_ids import validate_state_id
@@ -311,11 +311,8 @@ def _create_new(dst, fresh: dict, report: TransferReport, concurrency: int) -> _
     report.created_unlocked += len(result.created)
     done.failed.update(result.failed)
     done.redo.update(result.locked)
-    done.failed.update(dict.fromkeys(result.exists, RACED))
+    done.failed.update(dict.fromkeys(result.exists, CHANGED))
     return done
-
-
-RACED = "changed by another process during the operation"
 
 
 def _sort_races(failures: dict, planned_dst: dict, report: TransferReport,
@@ -324,7 +321,7 @@ def _sort_races(failures: dict, planned_dst: dict, report: TransferReport,
     conditional create, or the locked path's check) is a conflict: with ``fail`` it is
     reported as one, with ``skip`` skipped; with ``overwrite`` it stays a failure, because
     overwrite replaces what the plan saw, not a state written after it."""
-    for dst_id in [d for d, why in failures.items() if why == RACED and planned_dst[d] is None]:
+    for dst_id in [d for d, why in failures.items() if why == CHANGED and planned_dst[d] is None]:
         if on_conflict == "fail":
             report.raced.append(dst_id)
         elif on_conflict == "skip":

@@ -15,6 +15,10 @@ from contextlib import AbstractContextManager
 from state_ext.model import Envelope
 from state_ext.settings import BackendSettings, redact_uri
 
+# The one failure line for a state that another writer (Meltano, another state-ext) changed
+# between our read and our write; the transfer engine recognises it to sort out races.
+CHANGED = "changed by another process during the operation"
+
 
 class StateSlot(ABC):
     """One state ID inside a transaction: read it, then write or delete it."""
@@ -180,7 +184,7 @@ def _run_checked(backend, state_ids, action, expected, concurrency) -> dict[str,
         try:
             with backend.transaction(state_id) as slot:
                 if digest(slot.read()) != expected[state_id]:
-                    return state_id, "changed by another process during the operation"
+                    return state_id, CHANGED
                 action(slot, state_id)
         except StateExtError as exc:
             return state_id, exc.message

@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from state_ext.backends import debris
-from state_ext.backends.base import StateBackend, StateSlot, digest
+from state_ext.backends.base import CHANGED, StateBackend, StateSlot, digest
 from state_ext.backends.fast_create import CREATED, EXISTS
 from state_ext.backends.locks import HeldLock, LockPrimitives, hold_lock, lock_age
 from state_ext.errors import BackendError, ConfigurationError, StateExtError
@@ -213,10 +213,10 @@ class FileBackend(StateBackend, LockPrimitives):
                     if outcome == CREATED:
                         return None
                     if outcome == EXISTS:
-                        return "changed by another process during the operation"
+                        return CHANGED
                 with self._locked(state_id) as directory:
                     if not self._still_holds(state_id, directory, expected[state_id]):
-                        return "changed by another process during the operation"
+                        return CHANGED
                     _atomic_write(directory, states[state_id].to_json(), durable=False)
             except StateExtError as exc:
                 return exc.message

@@ -29,7 +29,7 @@ from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit
 
 from state_ext.backends import aio
-from state_ext.backends.base import StateBackend, StateSlot
+from state_ext.backends.base import CHANGED, StateBackend, StateSlot
 from state_ext.backends.locks import HeldLock, LockPrimitives, hold_lock, hold_lock_async
 from state_ext.backends.stores import AsyncStore, BucketNotFound
 from state_ext.errors import BackendError, ConfigurationError, StateExtError
@@ -300,7 +300,7 @@ class ObjectStoreBackend(StateBackend, LockPrimitives):
                 written = digest(self._parse(state_id, await self.store.get(key))) == expected
                 if written:
                     await self.store.put(key, data)
-        return None if written else "changed by another process during the operation"
+        return None if written else CHANGED
 
     # -- new states in one request each (see fast_create.py) ------------------------------
     def plan_listing(self, pattern: str | None = None):

@@ -13,15 +13,13 @@ from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
 
-from state_ext.backends.base import StateBackend, StateSlot, digest
+from state_ext.backends.base import CHANGED, StateBackend, StateSlot, digest
 from state_ext.backends.systemdb import engine as engines
 from state_ext.backends.systemdb.rows import chunks, envelope, row, table, undecodable
 from state_ext.errors import BackendError, ConfigurationError, LockTimeoutError
 from state_ext.model import Envelope
 from state_ext.settings import redact_uri
 from state_ext.state_ids import matches, validate_state_id
-
-CHANGED = "changed by another process during the operation"
 
 
 class SystemDbBackend(StateBackend):
