@@ -78,10 +78,17 @@ class OutputTooWideError(StateExtError):
         )
 
 
-def one_line(exc: BaseException, limit: int = 240) -> str:
+def one_line(exc: BaseException, limit: int | None = 240, *, first_line: bool = False) -> str:
     """An exception as one line of a message: the driver's own text when a library wraps
-    it (SQLAlchemy's ``orig``), whitespace collapsed, at most ``limit`` characters, and
-    the exception's type when it says nothing."""
+    it (SQLAlchemy's ``orig``), whitespace collapsed, at most ``limit`` characters (None:
+    unbounded), and the exception's type when it says nothing.
+
+    ``first_line`` keeps only the first line, as written: a database driver's or the JSON
+    decoder's first line names the problem, and what follows (SQL, hints, a caret under
+    the text) would read as noise once folded into one line."""
     orig = getattr(exc, "orig", None) or exc
-    text = " ".join(str(orig).split()) or type(orig).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if first_line:
+        text = next(iter(str(orig).strip().splitlines()), "") or type(orig).__name__
+    else:
+        text = " ".join(str(orig).split()) or type(orig).__name__
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."

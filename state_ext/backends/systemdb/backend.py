@@ -15,8 +15,9 @@ from functools import cached_property
 
 from state_ext.backends.base import CHANGED, StateBackend, StateSlot, digest
 from state_ext.backends.systemdb import engine as engines
+from state_ext.backends.systemdb.dialects import CREATE_HINT
 from state_ext.backends.systemdb.rows import chunks, envelope, row, table, undecodable
-from state_ext.errors import BackendError, ConfigurationError, LockTimeoutError
+from state_ext.errors import BackendError, ConfigurationError, LockTimeoutError, one_line
 from state_ext.model import Envelope
 from state_ext.settings import redact_uri
 from state_ext.state_ids import matches, validate_state_id
@@ -72,7 +73,7 @@ class SystemDbBackend(StateBackend):
                     if not inspect(conn).has_table("state"):
                         raise BackendError(
                             f"System database {redact_uri(self.database_uri)} has no 'state' "
-                            f"table (Meltano's schema is missing): {engines.CREATE_HINT}"
+                            f"table (Meltano's schema is missing): {CREATE_HINT}"
                         )
                     self._table_checked = True
                     conn.rollback()
@@ -83,13 +84,13 @@ class SystemDbBackend(StateBackend):
         except DBAPIError as exc:
             raise self._failure(exc) from None
         except SQLAlchemyError as exc:
+            message = one_line(exc, limit=None, first_line=True)
             raise BackendError(
-                f"System database {redact_uri(self.database_uri)}: {engines.one_line(exc)}"
-            ) from None
+                f"System database {redact_uri(self.database_uri)}: {message}") from None
 
     def _failure(self, exc: BaseException) -> BackendError:
         """A database error (SQLAlchemy's or the driver's own) as one readable line."""
-        message = engines.one_line(exc)
+        message = one_line(exc, limit=None, first_line=True)
         where = f"System database {redact_uri(self.database_uri)}"
         if message.startswith("Could not decode to UTF-8"):  # sqlite3, before any lock test:
             return BackendError(  # the message quotes the stored text

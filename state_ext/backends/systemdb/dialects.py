@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import math
 
+# The one way to get Meltano's schema: state-ext reads and writes it, never creates it.
+CREATE_HINT = "run `meltano upgrade database` (or any `meltano state` command) in the project"
+
 
 class Generic:
     """Portable SQL: ``IN`` lists, ``SELECT ... FOR UPDATE``, plain inserts, no extra locks."""
@@ -73,7 +76,6 @@ class SQLite(Generic):
         import os
         import sqlite3
 
-        from state_ext.backends.systemdb.engine import CREATE_HINT
         from state_ext.errors import BackendError, ConfigurationError
 
         path = url.database

@@ -12,17 +12,9 @@ from __future__ import annotations
 
 import os
 
-from state_ext.errors import ConfigurationError, MissingExtraError
+from state_ext.backends.systemdb.dialects import dialect_for
+from state_ext.errors import ConfigurationError, MissingExtraError, one_line
 from state_ext.settings import redact_uri
-
-CREATE_HINT = "run `meltano upgrade database` (or any `meltano state` command) in the project"
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of a database error (the driver's own when SQLAlchemy wraps one)."""
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()
-    return text[0] if text else type(orig).__name__
 
 
 def _url(database_uri: str):
@@ -37,8 +29,6 @@ def _url(database_uri: str):
 
 def location(database_uri: str) -> tuple[str, str, str]:
     """The database itself, whatever the driver or spelling of its URL."""
-    from state_ext.backends.systemdb.dialects import dialect_for
-
     url = _url(database_uri)
     if url is None:
         return ("systemdb", database_uri, "")
@@ -59,7 +49,6 @@ def build(database_uri: str, lock_timeout: float):
     from sqlalchemy import create_engine
     from sqlalchemy.exc import NoSuchModuleError
 
-    from state_ext.backends.systemdb.dialects import dialect_for
     from state_ext.deadline import stall_timeout_seconds
 
     url = _url(database_uri)
@@ -72,8 +61,8 @@ def build(database_uri: str, lock_timeout: float):
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
         if dialect.extra:
             raise MissingExtraError(f"The {dialect.name} system database", dialect.extra) from None
+        reason = one_line(exc, limit=None, first_line=True)
         raise ConfigurationError(
-            f"No driver for database_uri {redact_uri(database_uri)!r}: {one_line(exc)}"
-        ) from None
+            f"No driver for database_uri {redact_uri(database_uri)!r}: {reason}") from None
     dialect.prepare(engine)
     return engine, dialect
