@@ -1,0 +1,124 @@
+"""Single commands (`get`, `set`, `merge`) against the code before issue 13's bulk fast path.
+
+Issue 13 asked that one-state commands stay no slower while bulk writes learned one
+conditional create per new state. This script times `state_extension get ID`,
+`set --force ID STATE` and `merge ID PATCH` as whole processes on a SQLite system database,
+on file:// and on S3 (moto), each store holding --states states, for two versions of
+state_ext: this checkout, and --baseline (a git revision, default the parent of the commit
+that added the fast path), unpacked with `git archive` and put first on PYTHONPATH, so both
+run with the same interpreter and dependencies. Runs are interleaved (baseline, current,
+baseline, ...) so machine noise spreads evenly. Prints a Markdown table of medians; a
+command is "no slower" when its median is within 5% of the baseline's.
+
+Usage: .venv/bin/python benchmarks/bench_single.py [--states 2000] [--repeat 15]
+       [--baseline REV]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench import MELTANO_YML, clean_env, generate_states, log  # noqa: E402
+from tests.support.emulators import MotoServer, StoreCase, unique_bucket  # noqa: E402
+
+BASELINE = "3ac871c^"  # the commit before "Fast path for new states (issue 13)"
+TOLERANCE = 1.05
+STATE = json.dumps({"singer_state": {"bookmarks": {"orders": {
+    "replication_key": "updated_at", "replication_key_value": "2026-12-01T00:00:00+00:00"}}}})
+PATCH = json.dumps({"singer_state": {"bookmarks": {"customers": {
+    "replication_key": "id", "replication_key_value": 42}}}})
+
+
+def unpack(revision: str, into: Path) -> Path:
+    """state_ext as of ``revision``, as a folder to put first on PYTHONPATH."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "state_ext"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def timed(argv, *, cwd, env) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=300)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-600:]}")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--states", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--baseline", default=BASELINE)
+    parser.add_argument("--state-ext", default=str(REPO / ".venv/bin/state_extension"))
+    parser.add_argument("--meltano", default=str(REPO / ".venv-meltano/bin/meltano"))
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-single-") as tmp:
+        root = Path(tmp)
+        old = unpack(args.baseline, Path(tempfile.mkdtemp(dir=root)))
+        (root / "meltano.yml").write_text(MELTANO_YML)
+        (root / "states.json").write_text(json.dumps(generate_states(args.states)))
+        moto = MotoServer().start()
+        try:
+            bucket = unique_bucket("single")
+            moto.create_bucket(bucket)
+            s3_uri = f"s3://{bucket}/meltano/state"
+            stores = {
+                "systemdb": {},
+                "file://": {"MELTANO_STATE_BACKEND_URI": (root / "state").as_uri()},
+                "S3 (moto)": StoreCase("s3", moto).settings_env(s3_uri),
+            }
+            base = clean_env(root / "pycache")
+            subprocess.run([args.meltano, "state", "list"], cwd=root, env=base, check=True,
+                           capture_output=True)  # the system database's schema
+            for name, extra in stores.items():
+                env = {**base, **extra}
+                log(f"{name}: importing {args.states} states")
+                timed([args.state_ext, "import", "--no-snapshot", "states.json"], cwd=root,
+                      env=env)
+                state_id = "dev:tap-0007-to-target-x"
+                commands = {"get": ["get", state_id],
+                            "set": ["set", "--force", state_id, STATE],
+                            "merge": ["merge", state_id, PATCH]}
+                for command, argv in commands.items():
+                    samples = {"baseline": [], "current": []}
+                    for _ in range(args.repeat):
+                        for variant in samples:
+                            variant_env = dict(env)
+                            if variant == "baseline":
+                                variant_env["PYTHONPATH"] = str(old)
+                            samples[variant].append(
+                                timed([args.state_ext, *argv], cwd=root, env=variant_env))
+                    before = statistics.median(samples["baseline"])
+                    after = statistics.median(samples["current"])
+                    rows.append((command, name, before, after))
+                    log(f"{name} {command}: {before * 1000:.0f} ms -> {after * 1000:.0f} ms")
+        finally:
+            moto.close()
+    print("| command | backend | before issue 13 (ms) | now (ms) | now / before | goal |")
+    print("|---|---|---:|---:|---:|---|")
+    for command, name, before, after in rows:
+        ratio = after / before
+        verdict = "PASS" if ratio <= TOLERANCE else "FAIL"
+        print(f"| `{command}` | {name} | {before * 1000:.0f} | {after * 1000:.0f} | "
+              f"{ratio:.2f}x | {verdict} (no slower: <= {TOLERANCE:.2f}x) |")
+    print(f"\n(medians of {args.repeat} interleaved runs, whole processes, {args.states} states "
+          f"in each store; baseline {args.baseline})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
