@@ -107,11 +107,12 @@ def apply(source: MemoryBackend, backend: StateBackend, the_plan: Plan, *,
     """Write the plan: the snapshot's states through ``transfer``, then ``--exact``
     removals. Returns counts; any failure raises with the IDs, after what could be done."""
     from state_ext.transfer import transfer
+    from state_ext.transfer_options import OnConflict
 
     report = None
     if the_plan.writes:
         report = transfer(source, backend, [(i, i) for i in the_plan.writes],
-                          on_conflict="overwrite")
+                          on_conflict=OnConflict.overwrite)
     failed = dict(report.failed) if report else {}
     failed.update({i: "did not read back as written" for i in (report.mismatched if report
                                                                else [])})

@@ -41,6 +41,8 @@ ProjectRootOption = Annotated[
     typer.Option("--project-root", help="Meltano project root (default: MELTANO_PROJECT_ROOT, "
                  "else the nearest meltano.yml upward)."),
 ]
+PatternOption = Annotated[str | None, typer.Option(
+    help="Only state IDs matching this fnmatch pattern, e.g. 'prod:*'.")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Do not ask for confirmation.")]
 NoSnapshotOption = Annotated[bool, typer.Option(
     "--no-snapshot", help="Do not take the safety snapshot of what this command overwrites or "
@@ -175,15 +177,15 @@ ToOption = Annotated[
 
 
 def validate_ids(*state_ids: str) -> None:
+    """Refuse an invalid state ID given on the command line, before anything else.
+
+    The backends' public methods refuse invalid IDs too, and they are what keeps a store
+    safe; this check is only about which error a user sees first. A command validates
+    its IDs before it opens a backend, reads its input or asks its question, so a bad ID
+    is reported as such, not as an unreachable backend, a bad document or a refused
+    prompt, and nothing is read or written.
+    """
     from state_ext.state_ids import validate_state_id
 
     for state_id in state_ids:
         validate_state_id(state_id)
-
-
-class OnConflict(str, Enum):
-    fail = "fail"
-    skip = "skip"
-    overwrite = "overwrite"
-
-

@@ -1,10 +1,8 @@
 """Commands that work across two backends: copy/move --to, migrate, diff."""
 
 import json
-import os
 import sys
 from contextlib import contextmanager
-from enum import Enum
 from typing import Annotated
 
 import typer
@@ -13,7 +11,6 @@ from state_ext.cli.common import (
     ForceOption,
     ListFormat,
     NoSnapshotOption,
-    OnConflict,
     ProjectRootOption,
     ToOption,
     UriOption,
@@ -25,13 +22,10 @@ from state_ext.cli.common import (
     state_backend,
     validate_ids,
 )
+from state_ext.cli.migrate_settings import boolean, concurrency_setting, setting
+from state_ext.transfer_options import CONCURRENCY, OnConflict, Verify
 
 commands = typer.Typer()
-
-
-class VerifyMode(str, Enum):
-    checksum = "checksum"
-    read_back = "read-back"
 
 
 @commands.command()
@@ -80,19 +74,19 @@ def _destination_id(src_state_id: str, dst_state_id: str | None, to: str | None)
 def _copy_or_move(src_id, dst_id, to, force, uri, project_root, *, move: bool,
                   no_snapshot: bool = False) -> str:
     """Both through migrate's engine (locked, verified writes; the source deleted only once
-    its copy verified), within one backend or onto another (``--to``). A move takes a
-    safety snapshot of what it deletes or overwrites first; returns its summary words."""
-    from state_ext.errors import BackendError, InvalidInputError
-    from state_ext.transfer import ensure_distinct, transfer
+    its copy verified), within one backend or onto another (``--to``). The engine checks
+    its storage rules (distinct stores, a source that holds a state) before the question;
+    a move then takes a safety snapshot of what it deletes or overwrites; returns its
+    summary words."""
+    from state_ext.errors import BackendError
+    from state_ext.transfer import prepare, run
 
     with state_backend(uri, project_root) as source, _other(to, project_root, source) as dest:
-        if dest is not source:
-            ensure_distinct(source, dest)
-        if source.get(src_id) is None:
-            raise InvalidInputError(f"No state found for state ID {src_id!r}")
+        job = prepare(source, dest, [(src_id, dst_id)], on_conflict=OnConflict.overwrite,
+                      delete_source=move)
         confirm("This will overwrite state for the destination. Continue?", force,
                 what=f"{'move' if move else 'copy'} state onto {dst_id}")
-        if dest is source and src_id == dst_id:
+        if not job.pairs:
             return ""  # onto itself: nothing to copy, and the source must stay
         undo = ""
         if move:
@@ -102,8 +96,7 @@ def _copy_or_move(src_id, dst_id, to, force, uri, project_root, *, move: bool,
             if dest is not source and dest.get(dst_id) is not None:
                 undo += safety_snapshot(dest, project_root, label="move", ids=[dst_id],
                                         no_snapshot=no_snapshot)
-        report = transfer(source, dest, [(src_id, dst_id)], on_conflict="overwrite",
-                          delete_source=move)
+        report = run(job)
         problems = {**report.failed, **dict.fromkeys(report.mismatched, "did not verify")}
         if problems:
             state_id, reason = next(iter(problems.items()))
@@ -119,16 +112,6 @@ def _other(to: str | None, project_root, source):
         return
     with state_backend(to, project_root) as dest:
         yield dest
-
-
-# Plugin settings that `meltano invoke` passes as STATE_EXT_<NAME>; an option given on the
-# command line wins, and a bad value is reported under the name it was given with.
-MIGRATE_SETTINGS = {
-    "to": "STATE_EXT_MIGRATE_TO", "from_uri": "STATE_EXT_MIGRATE_FROM",
-    "pattern": "STATE_EXT_MIGRATE_PATTERN", "on_conflict": "STATE_EXT_MIGRATE_ON_CONFLICT",
-    "delete_source": "STATE_EXT_MIGRATE_DELETE_SOURCE",
-    "concurrency": "STATE_EXT_MIGRATE_CONCURRENCY",
-}
 
 
 @commands.command()
@@ -157,7 +140,7 @@ def migrate(
         min=1, max=64,
         help="Requests in flight at once, 1-64 (plugin setting migrate_concurrency; default "
              "64; file:// uses at most 4 threads).")] = None,
-    verify: Annotated[VerifyMode | None, typer.Option(
+    verify: Annotated[Verify | None, typer.Option(
         "--verify",
         help="How new states are verified: checksum (the store's own check of what it "
              "received; default) or read-back (read every written state back). States "
@@ -170,15 +153,15 @@ def migrate(
     """Move all state from one backend to another: exact, locked, verified, resumable.
 
     With --delete-source, a safety snapshot of the source's states is taken first."""
-    from state_ext.transfer import ensure_distinct, transfer
+    from state_ext.transfer import prepare, run
 
-    to = to or _setting("to", str)
-    from_uri = from_uri or _setting("from_uri", str)
-    pattern = pattern or _setting("pattern", str)
-    on_conflict = on_conflict or _setting("on_conflict", OnConflict) or OnConflict.fail
+    to = to or setting("to", str)
+    from_uri = from_uri or setting("from_uri", str)
+    pattern = pattern or setting("pattern", str)
+    on_conflict = on_conflict or setting("on_conflict", OnConflict) or OnConflict.fail
     if delete_source is None:
-        delete_source = bool(_setting("delete_source", _boolean))
-    concurrency = concurrency or _setting("concurrency", _concurrency) or 64
+        delete_source = bool(setting("delete_source", boolean))
+    concurrency = concurrency or setting("concurrency", concurrency_setting) or CONCURRENCY
     if not to:
         raise UsageError("Missing --to URI (or the plugin setting migrate_to, "
                          "STATE_EXT_MIGRATE_TO)")
@@ -186,7 +169,9 @@ def migrate(
         state_backend(from_uri, project_root) as source,
         state_backend(to, project_root) as dest,
     ):
-        ensure_distinct(source, dest)
+        job = prepare(source, dest, pattern=pattern, on_conflict=on_conflict, dry_run=dry_run,
+                      delete_source=delete_source, concurrency=concurrency,
+                      verify=verify or Verify.checksum)
         log().info("migrating state", source=source.label, destination=dest.label,
                     dry_run=dry_run)
         undo = ""
@@ -194,48 +179,10 @@ def migrate(
             undo = safety_snapshot(source, project_root, label="migrate",
                                    pattern=pattern, no_snapshot=no_snapshot)
         with _progress_bar() as progress:
-            report = transfer(source, dest, pattern=pattern, on_conflict=on_conflict.value,
-                              dry_run=dry_run, delete_source=delete_source,
-                              concurrency=concurrency, progress=progress,
-                              verify=(verify or VerifyMode.checksum).value)
+            report = run(job, progress)
     _render_transfer(report, output_format, undo)
     if not report.ok:
         raise typer.Exit(1)
-
-
-def _setting(name: str, parse):
-    """A migrate plugin setting from the environment, parsed, or None when unset."""
-    env_var = MIGRATE_SETTINGS[name]
-    value = os.environ.get(env_var, "").strip()
-    if not value:
-        return None
-    try:
-        return parse(value)
-    except ValueError as exc:
-        reason = str(exc) if parse in (_boolean, _concurrency) else (
-            f"one of {', '.join(o.value for o in OnConflict)}" if parse is OnConflict else exc)
-        raise UsageError(
-            f"Invalid value for {env_var} (plugin setting "
-            f"{env_var.removeprefix('STATE_EXT_').lower()}): {value!r}: {reason}") from None
-
-
-def _boolean(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes", "on", "t", "y"):
-        return True
-    if lowered in ("0", "false", "no", "off", "f", "n"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _concurrency(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError("expected a whole number from 1 to 64") from None
-    if not 1 <= number <= 64:
-        raise ValueError("expected a whole number from 1 to 64")
-    return number
 
 
 @contextmanager
@@ -273,7 +220,7 @@ def _render_transfer(report, output_format: ListFormat, undo: str = "") -> None:
     logger = log()
     counts = (f"identical {report.identical}, conflicts {len(report.conflicts)}, "
               f"skipped conflicts {len(report.skipped_conflicts)}")
-    blocked = bool(report.conflicts) and report.on_conflict == "fail"
+    blocked = bool(report.conflicts) and report.on_conflict is OnConflict.fail
     if report.dry_run or blocked:
         why = "dry run" if report.dry_run else "stopped by conflicts before any write"
         logger.info(
@@ -293,28 +240,30 @@ def _render_transfer(report, output_format: ListFormat, undo: str = "") -> None:
         logger.info(f"removed {report.stale_locks_removed} stale lock object(s) that a "
                     "stopped run had left on the migrated state IDs")
     if report.raced:
-        shown = ", ".join(report.raced[:10]) + (
-            f" and {len(report.raced) - 10} more" if len(report.raced) > 10 else "")
-        action = "were left as they are" if report.on_conflict == "fail" else "were skipped"
+        action = ("were left as they are" if report.on_conflict is OnConflict.fail
+                  else "were skipped")
         logger.error(
             f"{len(report.raced)} state ID(s) were created at the destination by another "
             f"process after the plan and {action} (never overwritten; run again with "
-            f"--on-conflict skip|overwrite to decide): {shown}")
+            f"--on-conflict skip|overwrite to decide): {_some(report.raced, 10)}")
     if report.conflicts:
-        shown = ", ".join(report.conflicts[:10]) + (
-            f" and {len(report.conflicts) - 10} more" if len(report.conflicts) > 10 else "")
         logger.error(
             f"{len(report.conflicts)} state ID(s) hold different state at the destination "
-            f"(nothing was written; use --on-conflict skip|overwrite): {shown}"
+            f"(nothing was written; use --on-conflict skip|overwrite): "
+            f"{_some(report.conflicts, 10)}"
         )
     for state_id, reason in list(report.failed.items())[:SHOWN]:
         logger.error(f"{state_id}: {reason}")
     if len(report.failed) > SHOWN:
         logger.error(f"... and {len(report.failed) - SHOWN} more failed state(s)")
     if report.mismatched:
-        more = len(report.mismatched) - SHOWN
-        logger.error("did not read back as written: " + ", ".join(report.mismatched[:SHOWN])
-                     + (f" and {more} more" if more > 0 else ""))
+        logger.error("did not read back as written: " + _some(report.mismatched, SHOWN))
+
+
+def _some(ids: list[str], limit: int) -> str:
+    """The first ``limit`` IDs, comma-separated, and how many more there are."""
+    more = len(ids) - limit
+    return ", ".join(ids[:limit]) + (f" and {more} more" if more > 0 else "")
 
 
 @commands.command()
@@ -326,7 +275,7 @@ def diff(
     project_root: ProjectRootOption = None,
 ) -> None:
     """Compare two backends: IDs missing on either side, IDs whose state differs. Exit 1 if any."""
-    from state_ext.transfer import diff as compare
+    from state_ext.diff import diff as compare
 
     with state_backend(uri, project_root) as source, state_backend(to, project_root) as dest:
         report = compare(source, dest, pattern)
