@@ -1,5 +1,8 @@
 """Secrets never reach a log line, whoever writes it: state-ext, botocore, azure, gcsfs...
 
+Also the redaction of messages state-ext writes itself: ``redact_uri`` (a URI's password
+and secret-looking query values) and ``hide_secrets`` (a backend's own credentials).
+
 Two kinds of protection, applied by one ``logging.Filter`` on the root handlers (so SDK
 loggers at every level and both log formats pass through it):
 
@@ -93,3 +96,38 @@ def install() -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, LogFilter) for f in handler.filters):
             handler.addFilter(LogFilter())
+
+
+_SENSITIVE_QUERY = re.compile(r"(?i)([?&;](?:[^=&;]*(?:password|passwd|pwd|secret|token|key|"
+                              r"signature|sig|credential)[^=&;]*)=)[^&;#]*")
+
+
+def redact_uri(uri: str) -> str:
+    """Hide secrets in a URI: the password of ``user:secret@``, and secret-looking query values.
+
+    Secrets may contain ``/`` (AWS keys often do), which ends ``urlsplit``'s netloc early,
+    so the userinfo is taken up to the last ``@`` of the whole URI instead. For ``s3://``
+    the user part is an access key ID and is hidden too.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    if "@" in rest:
+        userinfo, _, after = rest.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        if scheme.lower() == "s3":
+            user = "***"
+        rest = f"{user}:***@{after}" if has_password else f"{user}@{after}"
+    return _SENSITIVE_QUERY.sub(r"\1***", f"{scheme}://{rest}")
+
+
+_FIELDS = re.compile(r"(?i)(AccountKey|SharedAccessSignature|sig)=[^;&\s]+")
+
+
+def hide_secrets(text: str, secrets: list[str]) -> str:
+    """An object store's error line without its credentials (longest first), without
+    Azure's key and signature fields, on one line."""
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    text = _FIELDS.sub(r"\1=" + MASK, text)
+    return " ".join(text.split())

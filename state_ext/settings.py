@@ -18,7 +18,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from state_ext.errors import ConfigurationError
+from state_ext.errors import ConfigurationError, one_line
+from state_ext.redact import redact_uri
 
 MELTANO_YML = "meltano.yml"
 SCHEME_TO_NAMESPACE = {"gs": "gcs"}
@@ -41,6 +42,9 @@ KNOWN_SETTINGS = [
     SettingDefinition("state_backend.uri", "systemdb"),
     SettingDefinition("state_backend.lock_timeout_seconds", 10, "number"),
     SettingDefinition("state_backend.lock_retry_seconds", 1, "number"),
+    # The clouds' own settings stay listed here, not in backends/clouds/: settings sit
+    # below the backends (they must not import them), and this list must be whole before
+    # any backend is imported (config, redaction, is_sensitive run without one).
     SettingDefinition("state_backend.s3.aws_access_key_id", sensitive=True),
     SettingDefinition("state_backend.s3.aws_secret_access_key", sensitive=True),
     SettingDefinition("state_backend.s3.endpoint_url"),
@@ -80,29 +84,6 @@ def is_sensitive(name: str) -> bool:
         return definition.sensitive
     last = name.rsplit(".", 1)[-1].lower()
     return any(word in last for word in _SENSITIVE_WORDS)
-
-
-_SENSITIVE_QUERY = re.compile(r"(?i)([?&;](?:[^=&;]*(?:password|passwd|pwd|secret|token|key|"
-                              r"signature|sig|credential)[^=&;]*)=)[^&;#]*")
-
-
-def redact_uri(uri: str) -> str:
-    """Hide secrets in a URI: the password of ``user:secret@``, and secret-looking query values.
-
-    Secrets may contain ``/`` (AWS keys often do), which ends ``urlsplit``'s netloc early,
-    so the userinfo is taken up to the last ``@`` of the whole URI instead. For ``s3://``
-    the user part is an access key ID and is hidden too.
-    """
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return uri
-    if "@" in rest:
-        userinfo, _, after = rest.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        if scheme.lower() == "s3":
-            user = "***"
-        rest = f"{user}:***@{after}" if has_password else f"{user}@{after}"
-    return _SENSITIVE_QUERY.sub(r"\1***", f"{scheme}://{rest}")
 
 
 @dataclass(frozen=True)
@@ -199,7 +180,7 @@ class ProjectSettings:
         try:
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigurationError(f"Cannot read {path}: {_one_line(exc)}") from None
+            raise ConfigurationError(f"Cannot read {path}: {one_line(exc, limit=None)}") from None
         if data is None:
             return {}
         if not isinstance(data, dict):
@@ -353,7 +334,3 @@ class ProjectSettings:
         namespace = SCHEME_TO_NAMESPACE.get(scheme, scheme)
         values += [self.get(n) for n in self.namespace_names(namespace)]
         return values
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from state_ext.errors import ConfigurationError
+from state_ext.redact import redact_uri
 from state_ext.settings import (
     REDACTED,
     ProjectSettings,
     expand_env_vars,
     find_project_root,
-    redact_uri,
     to_env_var,
 )
 from tests.support.cli import state_ext
