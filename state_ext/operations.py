@@ -4,6 +4,11 @@ Semantics follow ``meltano state`` (see the README for the few deliberate differ
 ``set`` replaces both halves, ``merge`` deep-merges into ``partial``, ``import`` overwrites
 each state of a ``meltano state export`` document. ``copy``/``move`` go through the transfer
 engine (``state_ext.transfer``), the export document through ``state_ext.exports``.
+
+State IDs are not checked here: each backend's public methods (``get``, ``transaction``
+and so ``put``/``update``) refuse an invalid ID before touching the store, and the
+command line checks the IDs it is given before it opens a backend (see
+``cli.common.validate_ids``).
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from collections.abc import Iterator
 from state_ext.backends.base import StateBackend
 from state_ext.errors import BackendError, InvalidInputError
 from state_ext.model import Envelope, validate_singer_state
-from state_ext.state_ids import validate_state_id
 
 
 def list_ids(backend: StateBackend, pattern: str | None = None) -> list[str]:
@@ -23,7 +27,7 @@ def list_ids(backend: StateBackend, pattern: str | None = None) -> list[str]:
 
 def effective_state(backend: StateBackend, state_id: str) -> dict:
     """What ``meltano state get`` prints: ``{}`` when the ID has no state."""
-    envelope = backend.get(validate_state_id(state_id))
+    envelope = backend.get(state_id)
     return {} if envelope is None else envelope.effective()
 
 
@@ -31,7 +35,7 @@ def set_state(backend: StateBackend, state_id: str, state: dict) -> None:
     """A complete write: ``completed`` = state, ``partial`` = {}; refused before writing
     if its stored JSON would pass the size limit of one state."""
     envelope = Envelope.complete(state)
-    envelope.check_stored_size(validate_state_id(state_id))
+    envelope.check_stored_size(state_id)
     backend.put(state_id, envelope)
 
 
@@ -86,7 +90,6 @@ def merge_state(backend: StateBackend, state_id: str, partial: dict) -> Envelope
     """
     from state_ext.backends.locks import watching
 
-    validate_state_id(state_id)
     paths = _leaf_paths(partial)
     seen: dict[str, list] = {}
 

@@ -119,6 +119,7 @@ def apply(source: MemoryBackend, backend: StateBackend, the_plan: Plan, *,
     removed = 0
     if exact and the_plan.removed:
         expected = {i: the_plan.current[i] for i in the_plan.removed}
+        # no concurrency given: the backend's own default applies (StateBackend: 8 threads)
         failures = backend.delete_many_checked(expected)
         failed.update(failures)
         removed = len(expected) - len(failures)

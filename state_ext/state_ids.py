@@ -18,7 +18,11 @@ MAX_STATE_ID_LENGTH = 900  # VARCHAR(900) primary key of Meltano's `state` table
 RESERVED_SEGMENTS = {".", "..", "state.json", "lock"}
 
 
-@lru_cache(maxsize=65536)  # bulk operations validate each ID several times
+# Each ID is checked several times in a bulk run, by design: once by the engine for the
+# whole plan, then by the backend at every path or key it builds (file:// ~4 times per
+# state): a file:// -> file:// migrate of 2,000 states makes 10,000 calls, 8,000 of them
+# cache hits (~0.1 us each, against ~7 us computed).
+@lru_cache(maxsize=65536)
 def state_id_problem(state_id: str) -> str | None:
     """Return why ``state_id`` is refused, or None when it is acceptable."""
     if not state_id:

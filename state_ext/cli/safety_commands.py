@@ -15,6 +15,7 @@ import typer
 from state_ext.cli.common import (
     ForceOption,
     ListFormat,
+    PatternOption,
     ProjectRootOption,
     UriOption,
     UsageError,
@@ -22,6 +23,7 @@ from state_ext.cli.common import (
     log,
     out,
     state_backend,
+    validate_ids,
 )
 
 commands = typer.Typer()
@@ -30,8 +32,6 @@ SnapshotUriOption = Annotated[str | None, typer.Option(
     "--snapshot-uri", help="Snapshot store (a folder, file://, s3://, gs://, azure://); "
     "default: the snapshot_uri setting (STATE_EXT_SNAPSHOT_URI), else "
     "<project>/.meltano/state-ext/snapshots.")]
-PatternOption = Annotated[str | None, typer.Option(
-    help="Only state IDs matching this fnmatch pattern, e.g. 'prod:*'.")]
 
 
 def _settings(project_root: Path | None):
@@ -163,7 +163,6 @@ def restore(
     from state_ext import restore as restoring
     from state_ext.snapshot_taking import auto_snapshot
     from state_ext.snapshots import find, load_states
-    from state_ext.state_ids import validate_state_id
     from state_ext.times import parse_time
 
     if run is not None:
@@ -180,7 +179,7 @@ def restore(
     settings = _settings(project_root)
     with _store(settings, snapshot_uri) as store, state_backend(uri, project_root) as backend:
         if version is not None:
-            validate_state_id(target)
+            validate_ids(target)  # after the stores opened (their errors come first), as ever
             source = restoring.one_version(target, histories.version_state(
                 target, version, backend=backend, project_settings=settings, store=store,
                 warn=log().warning))
@@ -233,10 +232,9 @@ def history(
 ) -> None:
     """Versions of one state, newest first, from snapshots, the runs table and S3 versions."""
     from state_ext import history as histories
-    from state_ext.state_ids import validate_state_id
     from state_ext.times import iso
 
-    validate_state_id(state_id)
+    validate_ids(state_id)
     settings = _settings(project_root)
     with _store(settings, snapshot_uri) as store, state_backend(uri, project_root) as backend:
         found = histories.collect(state_id, backend=backend, project_settings=settings,

@@ -22,6 +22,7 @@ from state_ext.cli.common import (
     read_text,
     safety_snapshot,
     state_backend,
+    validate_ids,
 )
 
 commands = typer.Typer()
@@ -92,9 +93,8 @@ def set_command(
     """Replace a state ID's state (completed = STATE, partial = {})."""
     from state_ext import operations
     from state_ext.model import parse_state_argument
-    from state_ext.state_ids import validate_state_id
 
-    validate_state_id(state_id)
+    validate_ids(state_id)
     text = read_state_input(state, input_file, "--input-file, STATE")
     value = parse_state_argument(text, validate=not no_validate)
     with state_backend(uri, project_root) as backend:
@@ -118,9 +118,8 @@ def merge(
     """Deep-merge a state into a state ID's partial state (as an interrupted run would)."""
     from state_ext import operations
     from state_ext.model import parse_state_argument
-    from state_ext.state_ids import validate_state_id
 
-    validate_state_id(state_id)
+    validate_ids(state_id)
     given = [x for x in (state, input_file, from_state_id) if x is not None]
     if len(given) != 1:
         raise UsageError("Must provide exactly one of: --from-state-id, --input-file, STATE")
@@ -143,12 +142,10 @@ def clear(
     project_root: ProjectRootOption = None,
 ) -> None:
     """Delete a state ID's state, or every state with --all (after a safety snapshot)."""
-    from state_ext.state_ids import validate_state_id
-
     if (state_id is None) == (not all_states):
         raise UsageError("Must provide exactly one of: --all, STATE_ID")
     if state_id is not None:
-        validate_state_id(state_id)
+        validate_ids(state_id)
     with state_backend(uri, project_root) as backend:
         confirm("This will clear state for the job(s). Continue?", force,
                 what="clear every state" if all_states else f"clear the state of {state_id}")

@@ -17,6 +17,7 @@ from state_ext.cli.common import (
     ForceOption,
     ListFormat,
     NoSnapshotOption,
+    PatternOption,
     ProjectRootOption,
     UriOption,
     UsageError,
@@ -25,6 +26,7 @@ from state_ext.cli.common import (
     out,
     safety_snapshot,
     state_backend,
+    validate_ids,
 )
 
 commands = typer.Typer()
@@ -48,9 +50,8 @@ def streams(
     """One row per stream of the effective state: bookmark, partitions, in-flight markers,
     and the half (completed or partial) its value comes from."""
     from state_ext import streams as layout
-    from state_ext.state_ids import validate_state_id
 
-    validate_state_id(state_id)
+    validate_ids(state_id)
     with state_backend(uri, project_root) as backend:
         envelope = backend.get(state_id)
     layout.require_streams(state_id, envelope, [])  # "No state found" when there is none
@@ -143,10 +144,9 @@ def _surgery(state_id, plan, label, dry_run, force, no_snapshot, uri, project_ro
              describe) -> None:
     """Show the change ``plan`` makes, ask, snapshot, then make it again under the lock
     (on what the store holds then, so a run that wrote meanwhile is not undone)."""
-    from state_ext.state_ids import validate_state_id
     from state_ext.streams import change_lines
 
-    validate_state_id(state_id)
+    validate_ids(state_id)
     with state_backend(uri, project_root) as backend:
         before = backend.get(state_id)
         names, after = plan(before)
@@ -167,8 +167,7 @@ def _surgery(state_id, plan, label, dry_run, force, no_snapshot, uri, project_ro
 
 @commands.command()
 def check(
-    pattern: Annotated[str | None, typer.Option(
-        help="Only state IDs matching this fnmatch pattern, e.g. 'prod:*'.")] = None,
+    pattern: PatternOption = None,
     max_age: Annotated[str | None, typer.Option(
         "--max-age", help="Warn about timestamp bookmarks older than this (36h, 7d, 1d12h): "
         "pipelines that stopped moving.")] = None,
@@ -203,8 +202,7 @@ def check(
 
 @commands.command()
 def locks(
-    pattern: Annotated[str | None, typer.Option(
-        help="Only state IDs matching this fnmatch pattern, e.g. 'prod:*'.")] = None,
+    pattern: PatternOption = None,
     output_format: FormatOption = ListFormat.text,
     uri: UriOption = None,
     project_root: ProjectRootOption = None,
@@ -241,9 +239,8 @@ def unlock(
     a prompt naming its age (or --force); never a lock taken after it was shown."""
     from state_ext import lock_tools
     from state_ext.errors import BackendError, InvalidInputError
-    from state_ext.state_ids import validate_state_id
 
-    validate_state_id(state_id)
+    validate_ids(state_id)
     with state_backend(uri, project_root) as backend:
         lock_tools.require_support(backend)
         shown = lock_tools.read_lock(backend, state_id)
