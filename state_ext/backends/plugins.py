@@ -27,7 +27,6 @@ from importlib.metadata import EntryPoint, entry_points
 from state_ext.backends.base import StateBackend, StateSlot
 from state_ext.errors import BackendError, ConfigurationError, StateExtError
 from state_ext.model import Envelope
-from state_ext.settings import redact_uri
 from state_ext.state_ids import matches, validate_state_id
 
 GROUP = "meltano.state_backends"
@@ -126,10 +125,6 @@ class PluginBackend(StateBackend):
             raise BackendError(self._stuck) from None
         except Exception as exc:
             raise self._fail(what, exc) from None
-
-    @property
-    def label(self) -> str:
-        return redact_uri(self.settings.uri)
 
     # -- reads ----------------------------------------------------------------------------
     def list_ids(self, pattern: str | None = None) -> list[str]:
