@@ -132,10 +132,10 @@ def from_s3_versions(backend, state_id: str) -> tuple[list[Version], bool]:
     """Every version of ``<prefix>/<id>/state.json`` (and delete markers); the flag says
     whether the bucket keeps versions at all."""
     key = backend.key(state_id)
-    fs, bucket = backend.fs, backend.bucket
+    s3, bucket = backend.store, backend.bucket  # clouds/s3.py's client
 
     async def listing():
-        client = await fs.set_session()  # s3fs's public door to its aiobotocore client
+        client = await s3.client()  # the aiobotocore client s3fs hands out
         kwargs, versions, markers = {"Bucket": bucket, "Prefix": key}, [], []
         while True:
             page = await client.list_object_versions(**kwargs)
@@ -147,7 +147,7 @@ def from_s3_versions(backend, state_id: str) -> tuple[list[Version], bool]:
                           VersionIdMarker=page["NextVersionIdMarker"])
 
     async def body(version_id):
-        client = await fs.set_session()
+        client = await s3.client()
         response = await client.get_object(Bucket=bucket, Key=key, VersionId=version_id)
         async with response["Body"] as stream:
             return await stream.read()

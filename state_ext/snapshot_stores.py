@@ -196,7 +196,7 @@ class ObjectSnapshotStore(SnapshotStore):
         return self.backend.run(what, coroutine_function, *args)
 
     def _checked_bucket(self) -> None:
-        from state_ext.backends.stores import BucketNotFound
+        from state_ext.backends.clouds import BucketNotFound
 
         try:
             self._run("open the snapshot store", self.backend.store.check_bucket)
@@ -311,7 +311,7 @@ def open_store(project_settings, uri: str | None = None) -> SnapshotStore:
         return FolderStore(path)
     scheme = uri.split("://", 1)[0].lower()
     if scheme == "file":
-        from state_ext.backends.file import state_dir_from_uri
+        from state_ext.backends.file_layout import state_dir_from_uri
 
         return FolderStore(state_dir_from_uri(uri))
     try:

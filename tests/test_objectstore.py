@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from state_ext.backends import open_backend, stores
+from state_ext.backends import clouds, open_backend
 from state_ext.errors import BackendError, ConfigurationError, LockTimeoutError, MissingExtraError
 from state_ext.model import Envelope
 from state_ext.settings import BackendSettings
@@ -145,18 +145,21 @@ def test_only_the_owner_deletes_its_lock(store, monkeypatch):
     with store.backend(f"{store.scheme}://{bucket}/p") as backend:
         old = backend.try_create("x", "1.0")
         if store.scheme == "gs":
-            # fake-gcs-server ignores ifGenerationMatch on DELETE (real GCS enforces it):
-            # check that the release carries the generation we created.
+            # fake-gcs-server ignores the generation of a DELETE (real GCS deletes only that
+            # generation, 404 when it is gone): check that the release names the one we
+            # created, and that the filesystem sends it as the request's generation.
             sent = []
-            original = backend.fs._call
+            original = backend.fs._rm_file
 
-            async def spy(method, path, *args, **kwargs):
-                sent.append((method, kwargs))
-                return await original(method, path, *args, **kwargs)
+            async def spy(path, **kwargs):
+                sent.append((path, backend.fs.split_path(path)))
+                return await original(path, **kwargs)
 
-            monkeypatch.setattr(backend.fs, "_call", spy)
+            monkeypatch.setattr(backend.fs, "_rm_file", spy)
             backend.release("x", old)
-            assert sent == [("DELETE", {"ifGenerationMatch": old.marker})] and old.marker
+            assert old.marker and sent == [
+                (f"{bucket}/p/x/lock#{old.marker}", (bucket, "p/x/lock", old.marker))]
+            assert backend.read_lock("x") is None
             return
         store.delete(bucket, "p/x/lock")
         assert backend.try_create("x", str(time.time())) is not None  # someone else's lock now
@@ -358,9 +361,9 @@ def test_unknown_scheme_lists_available():
         open_backend(BackendSettings("nosuchproto://b/p", 10, 1, {}))
 
 
-def test_stores_module_has_all_services():
-    assert {stores.S3Store.service, stores.GCSStore.service, stores.AzureStore.service} == {
-        "S3", "GCS", "Azure Blob"}
+def test_the_registry_has_all_clouds():
+    assert {scheme: cloud.SERVICE for scheme, cloud in clouds.CLOUDS.items()} == {
+        "s3": "S3", "gs": "GCS", "azure": "Azure Blob"}
 
 
 @pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])

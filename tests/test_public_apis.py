@@ -27,16 +27,10 @@ from fsspec.spec import AbstractFileSystem
 PACKAGE = Path(__file__).resolve().parents[1] / "state_ext"
 LIBRARIES = ("s3fs", "gcsfs", "adlfs", "fsspec")
 INTERNAL_HELPERS = {"simple_upload", "__wrapped__"}
-# (file, what) -> why it is still there. GCS reads, lists and deletes go through gcsfs's
-# generic _call (the JSON API with the fields, generation preconditions and headers they
-# need, which gcsfs's public methods do not expose); gcsfs retries every request 6 times
-# (about 30 s) with no public setting, so the GCS client re-wraps _request with 2 attempts.
-# Both go when the GCS store moves to the service's own SDK (issue 12).
-KNOWN = {
-    ("state_ext/backends/stores.py", "._call"): "GCS list/get/delete/bucket via gcsfs _call",
-    ("state_ext/backends/credentials.py", ".__wrapped__"): "gcsfs retries bounded to 2",
-    ("state_ext/backends/credentials.py", "._request"): "gcsfs retries bounded to 2",
-}
+# (file, what) -> why it is still there. Empty: GCS goes through gcsfs's public async
+# methods, its generation preconditions through the public split_path, and its retries
+# are bounded through aiohttp's public trace hooks (clouds/gcs.py).
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def private_names() -> set[str]:

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from state_ext.backends.base import StateBackend, StateSlot
 from state_ext.errors import ConfigurationError
-from state_ext.settings import BackendSettings, redact_uri
+from state_ext.redact import redact_uri
+from state_ext.settings import BackendSettings
 
 __all__ = ["BUILTIN_BACKENDS", "StateBackend", "StateSlot", "available_schemes", "open_backend"]
 

@@ -12,7 +12,7 @@ clean error line, or keep writing after the command gave up:
 * A frozen server (SIGSTOP, a network black hole, a stuck proxy) answers nothing and closes
   nothing. ``run`` waits by progress, not by size: every run has a ``Progress`` stamp,
   bumped whenever one of its requests gets an answer (``mark_progress``: the SDK hooks of
-  credentials.py, a lock poll answered; for other stores a task of ``gather_or_cancel``
+  cloud modules, a lock poll answered; for other stores a task of ``gather_or_cancel``
   that ends with a result), and the run fails with ``OperationTimeout`` once
   the stamp is older than the stall window (``state_ext.deadline``), whatever the size of
   the job.
@@ -30,7 +30,8 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 CANCEL_GRACE_SECONDS = 5.0
 _log = logging.getLogger("state_ext.backends")
@@ -49,7 +50,7 @@ class OperationTimeout(TimeoutError):
 class Progress:
     """When a request of one run last got an answer, and how many tasks are in flight.
 
-    Stores whose SDK reports each answer (S3, GCS, Azure: see credentials.py) mark it per
+    Stores whose SDK reports each answer (S3, GCS, Azure: see clouds/) mark it per
     request; for the others, a task of ``gather_or_cancel`` that ends with a result (not a
     failure) is the mark. A request that timed out is no answer: a job whose requests all
     time out one by one must not look alive."""
@@ -160,6 +161,19 @@ def run(loop: asyncio.AbstractEventLoop, coroutine: Awaitable, timeout: float | 
             future.cancel()
             finished.wait(CANCEL_GRACE_SECONDS)
         raise
+
+
+async def bounded_gather(limit: int, function: Callable[[Any], Awaitable], items: Iterable) -> list:
+    """``function(item)`` for every item, at most ``limit`` in flight, results in order;
+    at the first failure the rest is cancelled and awaited (``gather_or_cancel``). The one
+    bounded fan-out of the object stores: each caller passes its own limit."""
+    semaphore = asyncio.Semaphore(max(1, limit))
+
+    async def one(item):
+        async with semaphore:
+            return await function(item)
+
+    return await gather_or_cancel(one(item) for item in items)
 
 
 async def gather_or_cancel(coroutines: Iterable[Awaitable]) -> list:

@@ -22,13 +22,12 @@ check then a write on most of them (FTP, SFTP), which would be no exclusion at a
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
-from state_ext.backends import aio, stores
-from state_ext.errors import StateExtError
+from state_ext.backends import aio
+from state_ext.errors import BackendError, StateExtError
 
-LOCK_FILE = "lock"
+LOCK_FILE = "lock"  # the object names of Meltano's layout (objectstore.py)
 STATE_FILE = "state.json"
 CREATED, EXISTS = "created", "exists"
 MISMATCH = ("the store's checksum of the upload differs from ours (damaged in transit); "
@@ -97,7 +96,7 @@ def listing(backend, pattern: str | None = None) -> Listing:
 
 def unsupported_reason(backend) -> str | None:
     """Why this store keeps the locked path for new states, or None."""
-    if type(backend.store) in stores.CHECKED_CREATES:
+    if backend.store.checks_creates:
         return None
     return (f"{backend.scheme}:// offers no atomic conditional create through fsspec, so new "
             "states were written under the lock (3 requests each)")
@@ -107,7 +106,7 @@ async def create_one(backend, state_id: str, data: bytes) -> str:
     """CREATED or EXISTS; raises StateExtError with MISMATCH when the checksum differs."""
     store, key = backend.store, backend.key(state_id)
     try:
-        answer = await stores.CHECKED_CREATES[type(store)](store, key, data)
+        answer = await store.create_checked(key, data)
     except Exception as exc:
         if refused_checksum(exc):  # the service checked our MD5 and stored nothing
             raise StateExtError(REFUSED) from None
@@ -143,23 +142,18 @@ def create_many(backend, states: dict, concurrency: int, done: list | None = Non
     if not states:
         return result
 
-    async def every() -> list:
-        semaphore = asyncio.Semaphore(max(1, concurrency))
+    async def one(state_id: str):
+        try:
+            outcome = await create_one(backend, state_id,
+                                       states[state_id].to_json().encode("utf-8"))
+        except StateExtError as exc:
+            return exc
+        if outcome == CREATED:
+            done.append(state_id)
+        return outcome
 
-        async def one(state_id: str):
-            async with semaphore:
-                try:
-                    outcome = await create_one(backend, state_id,
-                                               states[state_id].to_json().encode("utf-8"))
-                except StateExtError as exc:
-                    return exc
-                if outcome == CREATED:
-                    done.append(state_id)
-                return outcome
-
-        return await aio.gather_or_cancel(one(state_id) for state_id in states)
-
-    for state_id, outcome in zip(states, backend.run("write states", every), strict=True):
+    outcomes = backend.run("write states", aio.bounded_gather, concurrency, one, list(states))
+    for state_id, outcome in zip(states, outcomes, strict=True):
         if outcome == CREATED:
             result.created.append(state_id)
         elif outcome == EXISTS:
@@ -167,3 +161,52 @@ def create_many(backend, states: dict, concurrency: int, done: list | None = Non
         else:
             result.failed[state_id] = outcome.message
     return result
+
+
+def create_absent(backend, states: dict, minimum: int, concurrency: int) -> list[str]:
+    """Import's first step: the states one listing shows absent and unlocked, created
+    here; returns their IDs (the caller writes the rest under their locks). Imports of
+    fewer than ``minimum`` states skip it: the listing could cost more requests than it
+    saves. A failure says how many states were written before it."""
+    if len(states) < minimum or unsupported_reason(backend) is not None:
+        return []
+    seen = backend.plan_listing()
+    taken = set(seen.ids) | seen.locked
+    fresh = {i: e for i, e in states.items() if i not in taken}
+    created: list[str] = []
+    try:
+        result = create_many(backend, fresh, concurrency, created)
+    except StateExtError as exc:
+        raise type(exc)(
+            f"{exc.message}; {len(created)} of {len(states)} states were written "
+            "before the failure (each one whole); running the same command again "
+            "completes it") from None
+    if result.failed:
+        state_id, reason = next(iter(result.failed.items()))
+        raise BackendError(
+            f"State {state_id!r}: {reason}; {len(result.created)} of {len(states)} states "
+            "were written (each one whole); running the same command again "
+            "completes it")
+    return result.created
+
+
+def check_writable(backend) -> None:
+    """One scratch object beside the states, created then deleted: a bucket without
+    write or delete permission fails here, in one line, before any state is written.
+    Its key (``<prefix>/.state-ext-write-check.<host>.<pid>...``) is no state's:
+    neither Meltano (which lists ``*/state.json`` keys) nor state-ext lists it, and the
+    next run on this host deletes it if a crash left it behind (debris.py)."""
+    from state_ext.backends import debris
+
+    key = f"{backend.list_prefix}{debris.scratch_name()}"
+
+    async def probe() -> None:
+        await backend.store.put(key, b"")
+        await backend.store.delete(key)
+
+    try:
+        backend.run("write a scratch object", probe)
+    except BackendError as exc:
+        raise BackendError(
+            f"{backend.label} does not accept writes, so nothing was written: {exc.message}"
+        ) from None

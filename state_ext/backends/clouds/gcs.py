@@ -1,0 +1,346 @@
+"""Google Cloud Storage (``gs://bucket/prefix``): credentials, client, object operations
+and words, all through gcsfs's public API.
+
+Credentials as Meltano resolves them: ``state_backend.gcs.application_credentials_json``
+or ``application_credentials_path`` or the deprecated ``application_credentials`` (a
+path), else application default credentials (``GOOGLE_APPLICATION_CREDENTIALS``...);
+``STORAGE_EMULATOR_HOST`` is honoured (anonymous access when no credentials are set).
+
+Objects are reached with fsspec's documented async methods (``_find``, ``_cat_file``,
+``_info``, ``_pipe_file``, ``_rm_file``), on a filesystem without a listings cache (a
+cached listing would answer a lock's generation from the past). What they do not take
+as an argument, a lock's generation, the filesystem takes from the path: the public
+``split_path`` of ``GenerationFileSystem`` reads ``<key>#<generation>``, a form no key
+of ours has (keys end in ``/state.json``, ``/lock`` or a scratch name), so IDs with
+``#`` or ``?`` stay literal.
+
+Each request is watched through aiohttp's public trace hooks (gcsfs's public
+``session_kwargs``): an answer marks the run as progressing (``aio.run``), and a request
+that failed ``ATTEMPTS`` times ends at once (gcsfs would otherwise retry it 6 times, about
+30 s, with no setting to lower that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import weakref
+from typing import Any
+
+from state_ext.backends.aio import mark_progress
+from state_ext.backends.clouds.base import (
+    DEFAULT_MAX_ATTEMPTS,
+    JSON,
+    BucketNotFound,
+    Connection,
+    ObjectClient,
+    Translation,
+    epoch,
+    md5_of,
+    tuning,
+)
+from state_ext.errors import ConfigurationError, MissingExtraError
+
+SCHEME, SERVICE, WORD, NAMESPACE = "gs", "GCS", "bucket", "gcs"
+WORDS = Translation(
+    hint="set state_backend.gcs.application_credentials_json or "
+         "application_credentials_path, or GOOGLE_APPLICATION_CREDENTIALS",
+    credential_errors={"DefaultCredentialsError": "no Google credentials found"},
+    late_errors={"google.RefreshError": "cannot obtain a Google access token: {detail}",
+                 "google.TransportError": "cannot obtain a Google access token: {detail}"},
+)
+SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
+ATTEMPTS = DEFAULT_MAX_ATTEMPTS  # per request, whatever max_attempts says (as before)
+RETRIED_STATUSES = {408, 429, 500, 501, 502, 503, 504}  # what gcsfs retries
+
+
+class OutOfAttempts(Exception):
+    """A request failed ``ATTEMPTS`` times: raised from its last failure, and not retried
+    by gcsfs. It only carries that failure: the reason the user reads is the failure's."""
+
+    carries_cause = True
+
+
+# -- the request hooks --------------------------------------------------------------------
+_failures: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # task -> {request: n}
+
+
+def _request_of(params) -> tuple[str, str]:
+    return params.method, str(params.url)
+
+
+def _failed(params) -> int:
+    """Count a failure of this request in this task (gcsfs retries it in the same task)."""
+    task = asyncio.current_task()
+    if task is None:
+        return 1
+    seen = _failures.setdefault(task, {})
+    request = _request_of(params)
+    seen[request] = seen.get(request, 0) + 1
+    if seen[request] >= ATTEMPTS:
+        del seen[request]
+        return ATTEMPTS
+    return seen[request]
+
+
+def _done(params) -> None:
+    task = asyncio.current_task()
+    if task is not None and task in _failures:
+        _failures[task].pop(_request_of(params), None)
+
+
+async def _on_end(_session, _context, params) -> None:
+    """The answer's body is read here, so that a connection dropped mid-body is one more
+    failure of the request (below); the status then decides."""
+    response = params.response
+    body = await response.read()
+    if response.status < 400:
+        _done(params)
+        mark_progress()  # an answer: the run is not stalled (see aio.run)
+    elif response.status in RETRIED_STATUSES and _failed(params) >= ATTEMPTS:
+        from gcsfs.retry import validate_response
+
+        try:
+            validate_response(response.status, body, str(params.url))
+        except Exception as exc:  # noqa: BLE001 - gcsfs's own error for this answer
+            raise OutOfAttempts(str(exc)) from exc
+    else:
+        _done(params)
+
+
+async def _on_exception(_session, _context, params) -> None:
+    if isinstance(params.exception, OutOfAttempts) or \
+            not isinstance(params.exception, Exception):
+        return  # raised by _on_end (counted there), or a cancellation: no failure
+    if _failed(params) >= ATTEMPTS:
+        raise OutOfAttempts(str(params.exception)) from params.exception
+
+
+def _trace():
+    import aiohttp
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(_on_end)
+    trace.on_request_exception.append(_on_exception)
+    return trace
+
+
+# -- the filesystem -----------------------------------------------------------------------
+def _filesystem_class():
+    # gcsfs >= 2026.10 otherwise swaps in a class that makes a gRPC+TLS call per bucket
+    # (about a minute against an emulator or a proxy); we never need it.
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    try:
+        from gcsfs.core import GCSFileSystem
+    except ImportError:
+        raise MissingExtraError("The gs:// state backend", "gcs") from None
+
+    class GenerationFileSystem(GCSFileSystem):
+        """gcsfs where ``<bucket>/<key>#<digits>`` names one generation of the object."""
+
+        def split_path(self, path):
+            bucket, key, generation = super().split_path(path)
+            base, sep, tail = key.rpartition("#")
+            if sep and tail.isdigit() and generation is None:
+                return bucket, base, tail
+            return bucket, key, generation
+
+    return GenerationFileSystem
+
+
+def _credentials(options: dict, warn) -> tuple[Any, list[str]]:
+    info_json = options.get("application_credentials_json")
+    path = options.get("application_credentials_path")
+    deprecated = options.get("application_credentials")
+    if deprecated and not path:
+        warn("state_backend.gcs.application_credentials is deprecated; "
+             "use state_backend.gcs.application_credentials_path")
+        path = deprecated
+    if info_json and path:
+        raise ConfigurationError(
+            "Set only one of state_backend.gcs.application_credentials_json and "
+            "state_backend.gcs.application_credentials_path"
+        )
+    if info_json:
+        try:
+            info = json.loads(info_json) if isinstance(info_json, str) else dict(info_json)
+        except ValueError:
+            raise ConfigurationError(
+                "state_backend.gcs.application_credentials_json is not valid JSON"
+            ) from None
+        if not isinstance(info, dict):
+            raise ConfigurationError(
+                "state_backend.gcs.application_credentials_json is not a JSON object")
+        secrets = [str(info.get("private_key", "")), str(info.get("private_key_id", ""))]
+        return _google_credentials(info=info, what="application_credentials_json"), secrets
+    if path:
+        path = os.path.expanduser(str(path))
+        if not os.path.isfile(path):
+            raise ConfigurationError(
+                f"GCS credentials file {path!r} (state_backend.gcs.application_credentials_path) "
+                "does not exist"
+            )
+        return _google_credentials(file=path, what=path), []
+    if os.environ.get("STORAGE_EMULATOR_HOST") and not os.environ.get(
+            "GOOGLE_APPLICATION_CREDENTIALS"):
+        return "anon", []
+    return "google_default", []
+
+
+def _google_credentials(*, info: dict | None = None, file: str | None = None, what: str):
+    import warnings
+
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        with warnings.catch_warnings():
+            # google-auth deprecates the generic loaders because they accept any credential
+            # type; the settings name a credential the user chose, as in Meltano.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if info is not None:
+                credentials, _ = google.auth.load_credentials_from_dict(info, scopes=SCOPES)
+            else:
+                credentials, _ = google.auth.load_credentials_from_file(file, scopes=SCOPES)
+    except (DefaultCredentialsError, ValueError, KeyError, OSError) as exc:
+        message = " ".join(str(exc).split())[:200]
+        raise ConfigurationError(f"Invalid GCS credentials ({what}): {message}") from None
+    return credentials
+
+
+class _ReportedByTheBackend:
+    """Drops gcsfs' "<request> out of retries on exception" records: each carries a
+    traceback, and the backend reports the same failure as one line."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        return "out of retries on exception" not in record.getMessage()
+
+
+def _quiet_gcsfs_retries() -> None:
+    import logging
+
+    logger = logging.getLogger("gcsfs")
+    if not any(isinstance(f, _ReportedByTheBackend) for f in logger.filters):
+        logger.addFilter(_ReportedByTheBackend())
+
+
+def connect(uri: str, options: dict, warn=lambda message: None) -> Connection:
+    cls = _filesystem_class()
+    _quiet_gcsfs_retries()
+    token, secrets = _credentials(options, warn)
+    timeout, attempts = tuning(options)
+    project = options.get("project") or os.environ.get("GOOGLE_CLOUD_PROJECT") or None
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # "project not set": we never list or create buckets
+            warnings.simplefilter("ignore", UserWarning)
+            fs = cls(token=token, project=project, skip_instance_cache=True,
+                     requests_timeout=timeout, use_listings_cache=False,
+                     session_kwargs={"trace_configs": [_trace()]})
+    except Exception as exc:  # gcsfs raises bare Exceptions for credential problems
+        message = " ".join(str(exc).split())[:200]
+        raise ConfigurationError(f"Cannot set up GCS credentials: {message}") from None
+    endpoint = os.environ.get("STORAGE_EMULATOR_HOST")
+    return Connection(fs, [s for s in secrets if s], endpoint, timeout, attempts)
+
+
+# -- the object client --------------------------------------------------------------------
+class GCSClient(ObjectClient):
+    service = SERVICE
+    page_size = 5000  # gcsfs's own page for _find, which takes no other
+    checks_creates = True
+
+    def _path(self, key: str) -> str:
+        return f"{self.bucket}/{key}"
+
+    async def list_keys(self, prefix):
+        try:
+            found = await self.fs._find(self._path(prefix), update_cache=False)
+        except FileNotFoundError:
+            raise BucketNotFound(self.bucket) from None
+        start = len(self.bucket) + 1
+        return [path[start:] for path in found if path[start:].startswith(prefix)]
+
+    async def get(self, key):
+        try:
+            return await self.fs._cat_file(self._path(key))
+        except FileNotFoundError:
+            return None
+
+    async def get_stamped(self, key):
+        """The object's metadata (its generation), then that generation's bytes: a newer
+        generation written in between is read on the next round, never mixed."""
+        for _ in range(3):
+            try:
+                info = await self.fs._info(self._path(key))
+            except FileNotFoundError:
+                return None
+            generation = str(info.get("generation") or "")
+            try:
+                data = await self.fs._cat_file(self._path(key), generation=generation or None)
+            except FileNotFoundError:
+                continue  # replaced or deleted since: look again
+            return data, generation, epoch(info.get("mtime") or info.get("updated"))
+        return None
+
+    async def put(self, key, data):
+        try:  # fsspec's public async pipe_file: for small data, one multipart upload
+            await self.fs._pipe_file(self._path(key), data, content_type=JSON)
+        except FileNotFoundError:  # uploads answer 404 only for a missing bucket
+            raise BucketNotFound(self.bucket) from None
+
+    async def create_object(self, key, data) -> dict | None:
+        """``pipe_file(mode="create")``: a multipart upload (the only kind on which
+        emulators enforce the precondition) with ``ifGenerationMatch=0``; the object
+        resource GCS answers with, or None when the key exists."""
+        try:
+            result = await self.fs._pipe_file(self._path(key), data, content_type=JSON,
+                                              mode="create")
+        except FileExistsError:
+            return None
+        except FileNotFoundError:
+            raise BucketNotFound(self.bucket) from None
+        return result if isinstance(result, dict) else {}
+
+    async def create(self, key, data):
+        result = await self.create_object(key, data)
+        return None if result is None else str(result.get("generation", ""))
+
+    async def create_checked(self, key, data):
+        """The object resource GCS answers a create with carries the MD5 it computed of
+        what it stored (``md5Hash``), compared with ours (gcsfs sends no checksum for the
+        service to check on receipt, so a damaged body is caught here and its generation
+        deleted)."""
+        import base64
+
+        result = await self.create_object(key, data)
+        if result is None:
+            return None
+        returned = result.get("md5Hash")
+        verified = None if not returned else returned == base64.b64encode(md5_of(data)).decode()
+        return str(result.get("generation", "")), verified
+
+    async def delete(self, key):
+        with contextlib.suppress(FileNotFoundError):
+            await self.fs._rm_file(self._path(key))
+
+    async def delete_if(self, key, marker):
+        """DELETE of generation ``marker`` only: gone or replaced, nothing is deleted
+        (404); on a bucket that keeps versions a replaced one is an old version."""
+        path = f"{self._path(key)}#{marker}" if marker else self._path(key)
+        with contextlib.suppress(FileNotFoundError, FileExistsError):
+            await self.fs._rm_file(path)
+
+    async def check_bucket(self):
+        try:
+            await self.fs._info(self.bucket)
+        except FileNotFoundError:
+            raise BucketNotFound(self.bucket) from None
+
+
+def client(connection: Connection, bucket: str) -> GCSClient:
+    return GCSClient(connection.fs, bucket)
