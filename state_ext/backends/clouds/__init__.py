@@ -83,7 +83,7 @@ class Session:
             raise BackendError(self.describe_failure(what, exc)) from None
 
     def describe_failure(self, what: str, exc: BaseException) -> str:
-        from state_ext.backends.clouds.base import explain
+        from state_ext.backends.clouds.failures import explain
         from state_ext.redact import hide_secrets
 
         cloud = self.cloud

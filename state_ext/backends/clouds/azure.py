@@ -15,18 +15,8 @@ import os
 from urllib.parse import urlsplit
 
 from state_ext.backends.aio import mark_progress
-from state_ext.backends.clouds.base import (
-    DENIED,
-    JSON,
-    MISSING,
-    REJECTED,
-    Connection,
-    ObjectClient,
-    Translation,
-    epoch,
-    md5_of,
-    tuning,
-)
+from state_ext.backends.clouds.base import JSON, Connection, ObjectClient, epoch, md5_of, tuning
+from state_ext.backends.clouds.failures import DENIED, MISSING, REJECTED, Translation
 from state_ext.errors import ConfigurationError, MissingExtraError
 
 SCHEME, SERVICE, WORD, NAMESPACE = "azure", "Azure Blob", "container", "azure"

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 from urllib.parse import unquote, urlsplit
 
-from state_ext.backends.clouds.base import Connection, ObjectClient, Translation, explain, tuning
+from state_ext.backends.clouds.base import Connection, ObjectClient, tuning
+from state_ext.backends.clouds.failures import Translation, explain
 from state_ext.errors import BackendError, ConfigurationError
 
 WORD = "store"

@@ -14,33 +14,27 @@ as an argument, a lock's generation, the filesystem takes from the path: the pub
 of ours has (keys end in ``/state.json``, ``/lock`` or a scratch name), so IDs with
 ``#`` or ``?`` stay literal.
 
-Each request is watched through aiohttp's public trace hooks (gcsfs's public
-``session_kwargs``): an answer marks the run as progressing (``aio.run``), and a request
-that failed ``ATTEMPTS`` times ends at once (gcsfs would otherwise retry it 6 times, about
-30 s, with no setting to lower that).
+Each request is watched and its attempts bounded by gcs_requests.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
-import weakref
 from typing import Any
 
-from state_ext.backends.aio import mark_progress
 from state_ext.backends.clouds.base import (
-    DEFAULT_MAX_ATTEMPTS,
     JSON,
     BucketNotFound,
     Connection,
     ObjectClient,
-    Translation,
     epoch,
     md5_of,
     tuning,
 )
+from state_ext.backends.clouds.failures import Translation
+from state_ext.backends.clouds.gcs_requests import bound_token_refresh, trace
 from state_ext.errors import ConfigurationError, MissingExtraError
 
 SCHEME, SERVICE, WORD, NAMESPACE = "gs", "GCS", "bucket", "gcs"
@@ -52,81 +46,6 @@ WORDS = Translation(
                  "google.TransportError": "cannot obtain a Google access token: {detail}"},
 )
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
-ATTEMPTS = DEFAULT_MAX_ATTEMPTS  # per request, whatever max_attempts says (as before)
-RETRIED_STATUSES = {408, 429, 500, 501, 502, 503, 504}  # what gcsfs retries
-
-
-class OutOfAttempts(Exception):
-    """A request failed ``ATTEMPTS`` times: raised from its last failure, and not retried
-    by gcsfs. It only carries that failure: the reason the user reads is the failure's."""
-
-    carries_cause = True
-
-
-# -- the request hooks --------------------------------------------------------------------
-_failures: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # task -> {request: n}
-
-
-def _request_of(params) -> tuple[str, str]:
-    return params.method, str(params.url)
-
-
-def _failed(params) -> int:
-    """Count a failure of this request in this task (gcsfs retries it in the same task)."""
-    task = asyncio.current_task()
-    if task is None:
-        return 1
-    seen = _failures.setdefault(task, {})
-    request = _request_of(params)
-    seen[request] = seen.get(request, 0) + 1
-    if seen[request] >= ATTEMPTS:
-        del seen[request]
-        return ATTEMPTS
-    return seen[request]
-
-
-def _done(params) -> None:
-    task = asyncio.current_task()
-    if task is not None and task in _failures:
-        _failures[task].pop(_request_of(params), None)
-
-
-async def _on_end(_session, _context, params) -> None:
-    """The answer's body is read here, so that a connection dropped mid-body is one more
-    failure of the request (below); the status then decides."""
-    response = params.response
-    body = await response.read()
-    if response.status < 400:
-        _done(params)
-        mark_progress()  # an answer: the run is not stalled (see aio.run)
-    elif response.status in RETRIED_STATUSES and _failed(params) >= ATTEMPTS:
-        from gcsfs.retry import validate_response
-
-        try:
-            validate_response(response.status, body, str(params.url))
-        except Exception as exc:  # noqa: BLE001 - gcsfs's own error for this answer
-            raise OutOfAttempts(str(exc)) from exc
-    else:
-        _done(params)
-
-
-async def _on_exception(_session, _context, params) -> None:
-    if isinstance(params.exception, OutOfAttempts) or \
-            not isinstance(params.exception, Exception):
-        return  # raised by _on_end (counted there), or a cancellation: no failure
-    if _failed(params) >= ATTEMPTS:
-        raise OutOfAttempts(str(params.exception)) from params.exception
-
-
-def _trace():
-    import aiohttp
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_end.append(_on_end)
-    trace.on_request_exception.append(_on_exception)
-    return trace
-
-
 # -- the filesystem -----------------------------------------------------------------------
 def _filesystem_class():
     # gcsfs >= 2026.10 otherwise swaps in a class that makes a gRPC+TLS call per bucket
@@ -240,7 +159,8 @@ def connect(uri: str, options: dict, warn=lambda message: None) -> Connection:
             warnings.simplefilter("ignore", UserWarning)
             fs = cls(token=token, project=project, skip_instance_cache=True,
                      requests_timeout=timeout, use_listings_cache=False,
-                     session_kwargs={"trace_configs": [_trace()]})
+                     session_kwargs={"trace_configs": [trace()]})
+        bound_token_refresh(fs.credentials)
     except Exception as exc:  # gcsfs raises bare Exceptions for credential problems
         message = " ".join(str(exc).split())[:200]
         raise ConfigurationError(f"Cannot set up GCS credentials: {message}") from None

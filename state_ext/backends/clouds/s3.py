@@ -20,19 +20,15 @@ from urllib.parse import unquote, urlsplit
 
 from state_ext.backends.aio import mark_progress
 from state_ext.backends.clouds.base import (
-    DENIED,
-    ELSEWHERE,
     JSON,
-    MISSING,
-    REJECTED,
     BucketNotFound,
     Connection,
     ObjectClient,
-    Translation,
     epoch,
     md5_of,
     tuning,
 )
+from state_ext.backends.clouds.failures import DENIED, ELSEWHERE, MISSING, REJECTED, Translation
 from state_ext.errors import ConfigurationError, MissingExtraError
 
 SCHEME, SERVICE, WORD, NAMESPACE = "s3", "S3", "bucket", "s3"
