@@ -20,50 +20,20 @@ from typing import Any
 
 from state_ext.errors import ConfigurationError, one_line
 from state_ext.redact import redact_uri
+from state_ext.settings_known import (
+    BY_NAME,
+    KNOWN_SETTINGS,
+    SettingDefinition,
+    is_sensitive,
+    to_env_var,
+)
 
 MELTANO_YML = "meltano.yml"
 SCHEME_TO_NAMESPACE = {"gs": "gcs"}
 REDACTED = "(redacted)"
 
 
-@dataclass(frozen=True)
-class SettingDefinition:
-    name: str
-    default: Any = None
-    kind: str = "string"  # string | number
-    sensitive: bool = False
-
-    @property
-    def env_var(self) -> str:
-        return to_env_var(self.name)
-
-
-KNOWN_SETTINGS = [
-    SettingDefinition("state_backend.uri", "systemdb"),
-    SettingDefinition("state_backend.lock_timeout_seconds", 10, "number"),
-    SettingDefinition("state_backend.lock_retry_seconds", 1, "number"),
-    # The clouds' own settings stay listed here, not in backends/clouds/: settings sit
-    # below the backends (they must not import them), and this list must be whole before
-    # any backend is imported (config, redaction, is_sensitive run without one).
-    SettingDefinition("state_backend.s3.aws_access_key_id", sensitive=True),
-    SettingDefinition("state_backend.s3.aws_secret_access_key", sensitive=True),
-    SettingDefinition("state_backend.s3.endpoint_url"),
-    SettingDefinition("state_backend.gcs.application_credentials"),
-    SettingDefinition("state_backend.gcs.application_credentials_path"),
-    SettingDefinition("state_backend.gcs.application_credentials_json", sensitive=True),
-    SettingDefinition("state_backend.azure.connection_string", sensitive=True),
-    SettingDefinition("state_backend.azure.storage_account_url"),
-    SettingDefinition("database_uri"),
-]
-_KNOWN = {d.name: d for d in KNOWN_SETTINGS}
-_SENSITIVE_WORDS = ("password", "secret", "token", "key", "connection_string", "credentials_json")
-
 _ENV_VAR_PATTERN = re.compile(r"(?P<escape>\\)?\$(?:{(?P<curly>\w+)}|(?P<normal>[A-Z][A-Z0-9_]*))")
-
-
-def to_env_var(name: str, prefix: str = "MELTANO_") -> str:
-    """Meltano's ``to_env_var``: non-alphanumerics become ``_``, upper-cased."""
-    return prefix + re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
 
 
 def expand_env_vars(value: str, env: dict[str, str]) -> str:
@@ -76,14 +46,6 @@ def expand_env_vars(value: str, env: dict[str, str]) -> str:
         return str(env.get(var, ""))
 
     return _ENV_VAR_PATTERN.sub(replace, value)
-
-
-def is_sensitive(name: str) -> bool:
-    definition = _KNOWN.get(name)
-    if definition is not None:
-        return definition.sensitive
-    last = name.rsplit(".", 1)[-1].lower()
-    return any(word in last for word in _SENSITIVE_WORDS)
 
 
 @dataclass(frozen=True)
@@ -242,7 +204,7 @@ class ProjectSettings:
 
     # -- resolution ------------------------------------------------------------
     def get(self, name: str) -> SettingValue:
-        definition = _KNOWN.get(name) or SettingDefinition(name)
+        definition = BY_NAME.get(name) or SettingDefinition(name)
         env_var = definition.env_var
         for source, store, key in (
             ("env", self.env, env_var),
@@ -265,7 +227,7 @@ class ProjectSettings:
         """The value a setting has when nothing sets it."""
         if name == "database_uri" and self.sys_dir_root is not None:
             return f"sqlite:///{self.sys_dir_root / 'meltano.db'}"
-        definition = _KNOWN.get(name)
+        definition = BY_NAME.get(name)
         return None if definition is None else definition.default
 
     def expand(self, value: Any) -> Any:
