@@ -387,3 +387,72 @@ def test_s3_keys_in_uri(s3_server):
     with open_backend(BackendSettings(uri, 10, 1, {"endpoint_url": s3_server.url})) as backend:
         backend.put("u", complete({}))
         assert backend.list_ids() == ["u"]
+
+
+def test_gcs_requests_end_after_two_attempts(monkeypatch):
+    """gcsfs would retry a failing request 6 times (about 30 s): a server answering 503
+    gets two attempts, and the error is the answer's own (gcs_requests.py)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+
+    class Unavailable(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            seen.append(self.path)
+            body = b'{"error": {"code": 503, "message": "try later"}}'
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendError) as info, \
+                open_backend(BackendSettings("gs://bkt-503/p", 10, 1, {})) as backend:
+            backend.list_ids()
+        assert time.monotonic() - started < 10
+    finally:
+        server.shutdown()
+    assert len(seen) == 2, seen
+    assert "cannot list state: 503: try later, 503" in str(info.value), str(info.value)
+
+
+def test_gcs_token_refresh_failures_end_after_two_attempts():
+    import asyncio
+
+    from google.auth.exceptions import RefreshError
+
+    from state_ext.backends.clouds import gcs, gcs_requests
+    from state_ext.backends.clouds.failures import explain
+
+    calls = []
+
+    class Credentials:
+        def apply(self, out):
+            calls.append(out)
+            raise RefreshError("the token endpoint said no")
+
+    credentials = Credentials()
+    gcs_requests.bound_token_refresh(credentials)
+
+    async def attempts():  # as gcsfs retries: the same task, again and again
+        for _ in range(6):
+            try:
+                credentials.apply({})
+            except RefreshError:
+                continue
+            except gcs_requests.OutOfAttempts as exc:
+                return exc
+
+    exc = asyncio.run(attempts())
+    assert len(calls) == 2 and isinstance(exc.__cause__, RefreshError)
+    assert explain(exc, gcs.WORDS, service="GCS", word="bucket", endpoint=None) == \
+        "cannot obtain a Google access token: the token endpoint said no"

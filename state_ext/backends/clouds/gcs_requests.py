@@ -3,17 +3,16 @@
 gcsfs retries every request 6 times (about 30 s of backoff) with no setting to lower it.
 aiohttp's public trace hooks (passed through gcsfs's public ``session_kwargs``) see each
 attempt: an answer marks the run as progressing (``aio.run``), and the ``ATTEMPTS``-th
-failure of the same request (same method and URL, in the same task, where gcsfs retries
-it) raises ``OutOfAttempts`` from that failure, which gcsfs does not retry. A failed
-refresh of the access token (before any request is sent) is counted the same way, by
-wrapping the public ``apply`` of gcsfs's credentials. So a refusing or failing GCS ends
-after two attempts, with the failure's own reason, as before.
+failure of the same request (same method and URL, as gcsfs retries it) raises
+``OutOfAttempts`` from that failure, which gcsfs does not retry. A failed refresh of
+the access token (before any request is sent) is counted the same way, by wrapping
+the public ``apply`` of gcsfs's credentials. So a refusing or failing GCS ends after
+two attempts, with the failure's own reason, as before.
 """
 
 from __future__ import annotations
 
-import asyncio
-import weakref
+import time
 
 from state_ext.backends.aio import mark_progress
 from state_ext.backends.clouds.base import DEFAULT_MAX_ATTEMPTS
@@ -29,7 +28,8 @@ class OutOfAttempts(Exception):
     carries_cause = True
 
 
-_failures: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # task -> {request: n}
+_failures: dict[tuple[str, str], tuple[int, float]] = {}  # request -> (failures, last)
+FORGET_AFTER = 120.0  # seconds: a failure older than this was not of the same request
 
 
 def _request_of(params) -> tuple[str, str]:
@@ -37,22 +37,20 @@ def _request_of(params) -> tuple[str, str]:
 
 
 def _failed(request) -> int:
-    """Count a failure of this request in this task (gcsfs retries it in the same task)."""
-    task = asyncio.current_task()
-    if task is None:
-        return 1
-    seen = _failures.setdefault(task, {})
-    seen[request] = seen.get(request, 0) + 1
-    if seen[request] >= ATTEMPTS:
-        del seen[request]
+    """Count a failure of this request (gcsfs retries it with the same method and URL;
+    its attempts may run in different tasks)."""
+    now = time.monotonic()
+    count, last = _failures.get(request, (0, now))
+    count = 1 if now - last > FORGET_AFTER else count + 1
+    if count >= ATTEMPTS:
+        _failures.pop(request, None)
         return ATTEMPTS
-    return seen[request]
+    _failures[request] = (count, now)
+    return count
 
 
 def _done(request) -> None:
-    task = asyncio.current_task()
-    if task is not None and task in _failures:
-        _failures[task].pop(request, None)
+    _failures.pop(request, None)
 
 
 async def _on_end(_session, _context, params) -> None:
@@ -60,18 +58,17 @@ async def _on_end(_session, _context, params) -> None:
     failure of the request (below); the status then decides."""
     response = params.response
     body = await response.read()
-    if response.status < 400:
-        _done(_request_of(params))
-        mark_progress()  # an answer: the run is not stalled (see aio.run)
-    elif response.status in RETRIED_STATUSES and _failed(_request_of(params)) >= ATTEMPTS:
+    if response.status not in RETRIED_STATUSES:
+        _done(_request_of(params))  # an answer gcsfs takes as it is
+        if response.status < 400:
+            mark_progress()  # an answer: the run is not stalled (see aio.run)
+    elif _failed(_request_of(params)) >= ATTEMPTS:
         from gcsfs.retry import validate_response
 
         try:
             validate_response(response.status, body, str(params.url))
         except Exception as exc:  # noqa: BLE001 - gcsfs's own error for this answer
             raise OutOfAttempts(str(exc)) from exc
-    else:
-        _done(_request_of(params))
 
 
 async def _on_exception(_session, _context, params) -> None:
