@@ -1,13 +1,18 @@
-"""Files written so that a reader never sees half of one (exports, snapshot folders).
+"""Files written so that a reader never sees half of one, and the POSIX calls behind that.
 
 A document is written to a temporary name in its final folder, flushed and fsynced; the
 caller then renames it (replacing) or links it (refusing a taken name) into place, and
 unlinks the temporary name. The temporary name starts with a dot (and the caller's
 prefix), so folder listings that skip hidden files never show it.
+
+The ``file://`` backend writes thousands of small files per command, so its helpers are
+plain ``os`` calls (``open()`` would add seeks and a tty check to every file), and bulk
+writes skip the per-file fsync for one ``sync_filesystem`` barrier at the end.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -33,3 +38,95 @@ def write_temporary(folder: Path, prefix: str, write: Callable[[BinaryIO], None]
             os.unlink(temporary)
         raise
     return temporary
+
+
+def describe(exc: OSError) -> str:
+    """The system's words for an ``OSError`` (``strerror``), without the errno and path
+    that ``str()`` adds, since the caller's message names the path already."""
+    return exc.strerror or str(exc)
+
+
+def read_with_inode(path: str) -> tuple[bytes, int]:
+    """Contents and inode with four syscalls; the inode tells one version of a file from
+    the next (a lock is replaced by a new file, never rewritten)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        inode = os.fstat(fd).st_ino
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks), inode
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+def make_dir(directory: str) -> None:
+    """``directory`` exists afterwards (its parents too); one ``mkdir`` in the common case."""
+    try:
+        os.mkdir(directory)
+    except FileExistsError:
+        if not os.path.isdir(directory):
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", directory) from None
+    except FileNotFoundError:  # a nested ID whose parents do not exist yet
+        os.makedirs(directory, exist_ok=True)
+
+
+def write_new(path: str, text: str, *, fsync: bool = False) -> None:
+    """A new file holding ``text`` (``O_EXCL``: never an existing one), fsynced if asked."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        data = memoryview(text.encode("utf-8"))
+        while data:
+            data = data[os.write(fd, data):]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(target: str, temporary: str, text: str, *, durable: bool) -> None:
+    """Write ``text`` to the new file ``temporary`` and rename it over ``target``: a reader
+    sees the old or the new file, never half. ``durable`` fsyncs the file first. On an
+    ``OSError`` the temporary file is removed and the error raised as it came."""
+    try:
+        write_new(temporary, text, fsync=durable)
+        os.replace(temporary, target)
+    except OSError:
+        with suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def sync_filesystem(path: str) -> None:
+    """One durability barrier for many writes: ``syncfs`` on Linux, else ``sync``."""
+    try:
+        import ctypes
+
+        fd = os.open(path, os.O_RDONLY)
+    except (ImportError, OSError):
+        os.sync()
+        return
+    try:
+        syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(directory) -> None:
+    """Make a rename or link in ``directory`` durable; a folder that cannot be opened, or a
+    filesystem that refuses to fsync folders, is left as it is."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # pragma: no cover - some filesystems refuse directory fsync
+        if exc.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)

@@ -311,7 +311,7 @@ def open_store(project_settings, uri: str | None = None) -> SnapshotStore:
         return FolderStore(path)
     scheme = uri.split("://", 1)[0].lower()
     if scheme == "file":
-        from state_ext.backends.file import state_dir_from_uri
+        from state_ext.backends.file_layout import state_dir_from_uri
 
         return FolderStore(state_dir_from_uri(uri))
     try:

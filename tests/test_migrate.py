@@ -811,15 +811,15 @@ def test_file_destination_holds_only_meltanos_layout_after_a_bulk_migration(tmp_
                                                                             monkeypatch):
     """Bulk writes leave no lock, no temporary file and no empty folder behind, nested
     IDs included, and the barrier (one syncfs) runs once per migration."""
-    from state_ext.backends import file as file_backend
+    from state_ext import posix_io
     from state_ext.transfer import transfer
 
     states = {**NEW, "nested/a/b": env_(singer({"n": 1}))}
     source = seeded_source(tmp_path, states)
     destination = open_store("file", tmp_path / "dest")
     barriers = []
-    real_sync = file_backend._sync_filesystem
-    monkeypatch.setattr(file_backend, "_sync_filesystem",
+    real_sync = posix_io.sync_filesystem
+    monkeypatch.setattr(posix_io, "sync_filesystem",
                         lambda path: (barriers.append(path), real_sync(path)))
     got = transfer(source, destination)
     assert got.ok and got.copied == 4

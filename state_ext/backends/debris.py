@@ -23,11 +23,13 @@ touching what a live writer still uses:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
 import socket
 import time
+import uuid
 import zlib
 
 from state_ext.backends.locks import lock_age
@@ -44,6 +46,20 @@ HOST = f"{zlib.crc32((socket.gethostname() + _pid_namespace()).encode()):08x}"
 TEMP = re.compile(r"^\.(state\.json|lock|state-ext-write-check)"
                   r"\.([0-9a-f]{8})\.(\d+)\.[0-9a-f]{8}\.\d+\.tmp$")
 SCRATCH = re.compile(r"^\.state-ext-write-check\.([0-9a-f]{8})\.(\d+)\.[0-9a-f]{8}$")
+_COUNTER = itertools.count()
+_PREFIX: list[str] = []
+
+
+def temp_suffix() -> str:
+    """The ``<host>.<pid>.<rand>.<n>`` of a file:// temporary name (``TEMP``): no other
+    process or thread can pick it, and a later run can tell when its owner is gone."""
+    if not _PREFIX:
+        _PREFIX.append(f"{HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    return f"{_PREFIX[0]}.{next(_COUNTER)}"
+
+
+if hasattr(os, "register_at_fork"):  # a forked child is another process: a new prefix
+    os.register_at_fork(after_in_child=_PREFIX.clear)
 
 
 def process_gone(pid: int) -> bool:

@@ -14,18 +14,14 @@ import os
 from contextlib import suppress
 from pathlib import Path
 
+from state_ext import posix_io
 from state_ext.backends import debris
 from state_ext.backends.fast_create import CREATED, EXISTS, Listing, NewWrites
-from state_ext.backends.file import (
-    LOCK_FILE,
-    LOCKED,
-    STATE_FILE,
-    _describe,
-    _make_dir,
-    _unique,
-)
+from state_ext.backends.file_layout import LOCK_FILE, STATE_FILE
 from state_ext.errors import BackendError, StateExtError
 from state_ext.state_ids import matches
+
+LOCKED = "locked"  # the folder holds a lock: the state goes back to the locked path
 
 
 def plan_listing(backend, pattern: str | None = None) -> Listing:
@@ -47,7 +43,7 @@ def plan_listing(backend, pattern: str | None = None) -> Listing:
     return Listing(sorted(ids), locked)
 
 
-def create_new_many(backend, states: dict, concurrency: int = 4) -> NewWrites:
+def create_new_many(backend, states: dict) -> NewWrites:
     """``create_new`` for each state, on up to four threads (the syscalls drop the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -64,7 +60,7 @@ def create_new_many(backend, states: dict, concurrency: int = 4) -> NewWrites:
             return state_id, exc.message
 
     ids = sorted(states)
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, 4, len(ids)))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(ids)))) as pool:
         for state_id, outcome in pool.map(one, ids):
             if outcome == CREATED:
                 result.created.append(state_id)
@@ -81,7 +77,7 @@ def create_new(backend, state_id: str, text: str) -> str:
     """CREATED, EXISTS (someone created it: never replaced) or LOCKED (take the lock)."""
     directory = backend._path(state_id)
     target = os.path.join(directory, STATE_FILE)
-    temporary = os.path.join(directory, f".state.json.{_unique()}.tmp")
+    temporary = os.path.join(directory, f".state.json.{debris.temp_suffix()}.tmp")
     made = False
     try:
         try:
@@ -90,31 +86,20 @@ def create_new(backend, state_id: str, text: str) -> str:
         except FileExistsError:  # a writer taking its lock, or a folder left empty
             if os.path.lexists(os.path.join(directory, LOCK_FILE)):
                 return LOCKED
-            _make_dir(directory)
+            posix_io.make_dir(directory)
         except FileNotFoundError:  # a nested ID whose parents do not exist yet
             os.makedirs(directory, exist_ok=True)
             made = True
-        write_new(temporary, text)
+        posix_io.write_new(temporary, text)
         try:
             os.link(temporary, target)  # fails if a state.json is there: never replaces
         except FileExistsError:
             return EXISTS
         return CREATED
     except OSError as exc:
-        raise BackendError(f"Cannot write {target}: {_describe(exc)}") from None
+        raise BackendError(f"Cannot write {target}: {posix_io.describe(exc)}") from None
     finally:
         with suppress(OSError):
             os.unlink(temporary)
         if made and not os.path.lexists(target):
             backend._prune(Path(directory))
-
-
-def write_new(path: str, text: str) -> None:
-    """A new file holding ``text`` (``O_EXCL``: never an existing one), not fsynced."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        data = memoryview(text.encode("utf-8"))
-        while data:
-            data = data[os.write(fd, data):]
-    finally:
-        os.close(fd)
