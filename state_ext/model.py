@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from state_ext import json_where, strict_json
+from state_ext import document_entries, json_where, strict_json
 from state_ext.errors import BackendError, InvalidInputError
 from state_ext.strict_json import MAX_DEPTH, MAX_STATE_BYTES, JsonRefused
 
@@ -226,7 +226,7 @@ def parse_export_document(text: str | bytes, *, warn=None) -> dict[str, Envelope
     try:
         text = strict_json.as_text(text)
         strict_json.check_depth(text, MAX_DEPTH + 2)
-        members = strict_json.object_members(text)
+        members = document_entries.object_members(text)
         data = strict_json.loads(text, max_depth=MAX_DEPTH + 2, max_bytes=None) \
             if members is None else None
     except JsonRefused as exc:

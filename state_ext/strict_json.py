@@ -42,6 +42,7 @@ from json.decoder import JSONDecodeError
 from typing import Any
 
 from state_ext import json_where
+from state_ext.errors import one_line
 from state_ext.json_where import first_problem
 
 MAX_DEPTH = 500
@@ -62,32 +63,33 @@ class JsonRefused(ValueError):
         self.syntax = syntax
 
 
-class _HookRefused(Exception):
-    """Raised inside the C scanner by a hook; the slow walk then says exactly where."""
+class HookRefused(Exception):
+    """Raised inside the C scanner (``STRICT_SCAN``) by a hook; the slow walk
+    (``json_where.first_problem``) then says exactly where."""
 
 
 def _pairs(pairs: list) -> dict:
     result = dict(pairs)
     if len(result) != len(pairs):
-        raise _HookRefused("duplicate key")
+        raise HookRefused("duplicate key")
     return result
 
 
 def _constant(name: str):
-    raise _HookRefused(name)
+    raise HookRefused(name)
 
 
 def _float(text: str) -> float:
     value = float(text)
     if value in (_INF, -_INF):
-        raise _HookRefused(text)
+        raise HookRefused(text)
     return value
 
 
 _INF = float("inf")
 _STRICT = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant,
                            parse_float=_float)
-_STRICT_SCAN = _STRICT.scan_once
+STRICT_SCAN = _STRICT.scan_once
 _STRICT_ENCODE = json.JSONEncoder(allow_nan=False, check_circular=False).encode
 
 
@@ -105,8 +107,9 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH,
         raise JsonRefused(TOO_DEEP) from None
     except JSONDecodeError as exc:
         raise JsonRefused(str(exc), syntax=True) from None
-    except (_HookRefused, ValueError) as exc:
-        raise JsonRefused(first_problem(text) or _plain(exc)) from None
+    except (HookRefused, ValueError) as exc:
+        problem = first_problem(text) or one_line(exc, limit=None, first_line=True)
+        raise JsonRefused(problem) from None
     check_surrogate_escapes(text)
     return value
 
@@ -124,10 +127,10 @@ def loads_stored(text: str, *, max_depth: int) -> Any:
         if text == "{}":  # an empty half: about half of what a system database holds
             return {}
         try:
-            value, end = _STRICT_SCAN(text, 0)
+            value, end = STRICT_SCAN(text, 0)
             if end == len(text):
                 return value
-        except (StopIteration, _HookRefused, ValueError):
+        except (StopIteration, HookRefused, ValueError):
             pass
     return loads(text, max_depth=max_depth)
 
@@ -141,7 +144,8 @@ def check_value(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
     except ValueError:
         raise JsonRefused("has NaN or Infinity: JSON has no NaN or Infinity") from None
     except TypeError as exc:
-        raise JsonRefused(f"has a value JSON cannot carry ({_plain(exc)})") from None
+        reason = one_line(exc, limit=None, first_line=True)
+        raise JsonRefused(f"has a value JSON cannot carry ({reason})") from None
     check_size(len(text), MAX_STATE_BYTES)
     check_surrogate_escapes(text, locate=False)
 
@@ -260,67 +264,3 @@ def _depth_of(value: Any, limit: int) -> int:
 
 def _mib(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MiB"
-
-
-def _plain(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
-# -- import documents --------------------------------------------------------------------
-def object_members(text: str) -> list[tuple[str, Any, int, int, int]] | None:
-    """The members of a top-level object as (key, value, value start, value end, key
-    start), each value decoded under the rules; None when the text is not an object.
-
-    The top level is walked here rather than by the C scanner so that each entry of an
-    import document has its own span (for the size limit and for errors that name the
-    entry) and so that a repeated key at the top level can be reported. Error wording
-    and positions follow ``json``. ``check_depth`` must have run on ``text``.
-    """
-    from json.decoder import WHITESPACE, scanstring
-
-    ws = WHITESPACE.match
-    idx = ws(text, 0).end()
-    if text[idx:idx + 1] != "{":
-        return None
-    members: list[tuple[str, Any, int, int, int]] = []
-    idx = ws(text, idx + 1).end()
-    closing = text[idx:idx + 1] == "}"
-    try:
-        while not closing:
-            if text[idx:idx + 1] != '"':
-                raise JSONDecodeError("Expecting property name enclosed in double quotes",
-                                      text, idx)
-            key_start = idx
-            key, idx = scanstring(text, idx + 1)
-            idx = ws(text, idx).end()
-            if text[idx:idx + 1] != ":":
-                raise JSONDecodeError("Expecting ':' delimiter", text, idx)
-            start = idx = ws(text, idx + 1).end()
-            try:
-                value, idx = _STRICT_SCAN(text, idx)
-            except StopIteration as exc:
-                raise JSONDecodeError("Expecting value", text, exc.value) from None
-            except JSONDecodeError:
-                raise
-            except (_HookRefused, ValueError) as exc:
-                problem = first_problem(text, start) or _plain(exc)
-                raise JsonRefused(f"entry {key!r} {problem}") from None
-            members.append((key, value, start, idx, key_start))
-            idx = ws(text, idx).end()
-            if text[idx:idx + 1] == ",":
-                idx = ws(text, idx + 1).end()
-            elif text[idx:idx + 1] == "}":
-                closing = True
-            else:
-                raise JSONDecodeError("Expecting ',' delimiter", text, idx)
-        idx = ws(text, idx + 1).end()
-        if idx != len(text):
-            raise JSONDecodeError("Extra data", text, idx)
-    except JSONDecodeError as exc:
-        raise JsonRefused(str(exc), syntax=True) from None
-    except RecursionError:  # pragma: no cover - check_depth comes first
-        raise JsonRefused(TOO_DEEP) from None
-    check_surrogate_escapes(text)
-    return members
-
