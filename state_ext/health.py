@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from state_ext.errors import StateExtError, one_line
+from state_ext.errors import StateExtError
 from state_ext.guard import order_key, where
 from state_ext.model import Envelope
 from state_ext.streams import IN_FLIGHT, shown
@@ -275,7 +275,6 @@ def _lock_findings(backend, locked: list[str]) -> list[Finding]:
 
 
 INTERRUPTED = ("FAIL", "DEAD")
-RUNS_CHUNK = 500
 
 
 def _interrupted_partials(backend, state_ids: list[str]) -> list[Finding]:
@@ -283,26 +282,11 @@ def _interrupted_partials(backend, state_ids: list[str]) -> list[Finding]:
     wrote partial state (``payload_flags`` 2) and ended FAIL or DEAD."""
     if not state_ids or backend.settings.scheme != "systemdb":
         return []
-    from sqlalchemy import bindparam, text
-    from sqlalchemy.exc import SQLAlchemyError
+    from state_ext.backends.systemdb.runs import last_runs
 
-    query = text(
-        "SELECT r.job_name, r.run_id, r.state, r.ended_at, r.payload_flags FROM runs r "
-        "JOIN (SELECT job_name, MAX(id) AS last FROM runs WHERE job_name IN :ids "
-        "GROUP BY job_name) m ON r.id = m.last").bindparams(bindparam("ids", expanding=True))
-    found = []
-    try:
-        with backend.engine.connect() as conn:
-            for start in range(0, len(state_ids), RUNS_CHUNK):
-                rows = conn.execute(query, {"ids": state_ids[start:start + RUNS_CHUNK]})
-                for state_id, run_id, state, ended, flags in rows:
-                    if state in INTERRUPTED and (flags or 0) & 2:
-                        found.append(Finding(
-                            state_id, WARNING, "interrupted-partial",
-                            f"the partial half was left by run {run_id}, which ended {state} "
-                            f"at {ended or 'an unknown time'}: the next run resumes from it, "
-                            "merged over the completed half"))
-    except SQLAlchemyError as exc:
-        raise StateExtError(f"{backend.label}: cannot read the runs table: "
-                            f"{one_line(exc)}") from None
-    return found
+    return [Finding(state_id, WARNING, "interrupted-partial",
+                    f"the partial half was left by run {run_id}, which ended {state} "
+                    f"at {ended or 'an unknown time'}: the next run resumes from it, "
+                    "merged over the completed half")
+            for state_id, run_id, state, ended, flags in last_runs(backend, state_ids)
+            if state in INTERRUPTED and (flags or 0) & 2]

@@ -10,6 +10,7 @@ or none. The package is split by what changes for which reason:
 * ``engine``: the URL, the driver, the engine and the bounds on every wait (connect and
   statement timeouts from the stall window);
 * ``rows``: rows as envelopes and back, under the JSON rules, and the chunks they go in.
+* ``runs``: the last run of each state ID, for ``check``'s interrupted-partial rule.
 """
 
 from state_ext.backends.systemdb.backend import SystemDbBackend
