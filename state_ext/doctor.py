@@ -133,7 +133,8 @@ def snapshot_store_hints(project) -> list[str]:
     there (a ``snapshots prune``, a mistaken lifecycle rule) is gone for good, and
     ``history`` finds no object versions of states kept in that bucket. GCS and Azure keep
     their versioning switch out of the data API state-ext uses: not judged there."""
-    from state_ext.snapshot_stores import ObjectSnapshotStore, open_store
+    from state_ext.snapshot_object_store import ObjectSnapshotStore
+    from state_ext.snapshot_stores import open_store
 
     if project.root is None:
         return []

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -26,6 +25,8 @@ def write_temporary(folder: Path, prefix: str, write: Callable[[BinaryIO], None]
     """Create ``folder`` if missing and write a durable temporary file there with
     ``write(handle)``; returns its path. On any failure nothing is left behind and the
     error (``OSError`` included) is raised as it came."""
+    import tempfile  # only exports and snapshots need it: state writes stay lighter
+
     folder.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
     try:

@@ -3,79 +3,31 @@
 A snapshot store holds flat, immutable files: ``<name>.json.gz`` documents and their small
 ``<name>.meta.json`` sidecars. It needs four operations only: list names, read one, create
 one *only if the name is free* (so two snapshots never replace each other, and a reader
-never sees half a document), and delete one. Object stores are reached exactly as the
-state backends reach them (``ObjectStoreBackend`` builds the filesystem from the same
-``state_backend.<ns>.*`` settings and credential chains), so a snapshot store in the
-bucket of the state backend needs no extra configuration.
+never sees half a document), and delete one (``snapshot_store_base``). Here are the
+local folder store and the choice of store (``open_store``: the ``snapshot_uri`` setting
+or the project's default folder); buckets are in ``snapshot_object_store``, reached
+exactly as the state backends reach them.
 
 Local writes go to a hidden temporary name in the folder, are fsynced, then hard-linked
 to the final name (``link`` refuses a taken name), so even a SIGKILL leaves at most a
 ``.tmp-*`` file, which listings ignore and ``prune`` removes once it is an hour old.
-Object-store writes are one conditional create of the whole object: the services make
-an object visible only once it is complete.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import IO
 
+from state_ext import posix_io
 from state_ext.errors import BackendError, ConfigurationError, StateExtError
 from state_ext.settings import redact_uri
+from state_ext.snapshot_store_base import CREATE_TRIES, SnapshotStore, Writer
 
 TEMP_PREFIX = ".tmp-"
 STALE_TEMP_SECONDS = 3600
-CREATE_TRIES = 10
-Writer = Callable[[IO[bytes]], None]
-
-
-class SnapshotStore(ABC):
-    """Flat files by name; ``create`` never replaces an existing name."""
-
-    label: str
-
-    @abstractmethod
-    def names(self) -> list[str]:
-        """Every file name in the store (temporary files excluded)."""
-
-    @abstractmethod
-    def read(self, name: str) -> bytes | None:
-        """The file's bytes, or None when there is no such file."""
-
-    def read_many(self, names: list[str]) -> dict[str, bytes | None]:
-        return {name: self.read(name) for name in names}
-
-    @abstractmethod
-    def create(self, names: Callable[[], str], write: Writer) -> str:
-        """Write a new file whose bytes ``write`` produces (called once) under the first
-        free name ``names()`` gives (a few tries), and return that name."""
-
-    @abstractmethod
-    def replace(self, name: str, data: bytes) -> None:
-        """Write (or overwrite) a small file, atomically."""
-
-    @abstractmethod
-    def delete(self, name: str) -> None: ...
-
-    def size(self, name: str) -> int | None:  # noqa: ARG002 - only folders know it cheaply
-        return None
-
-    def remove_stale_temporaries(self) -> int:
-        return 0
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        pass
-
-    def __enter__(self) -> SnapshotStore:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
 
 
 class FolderStore(SnapshotStore):
@@ -84,7 +36,7 @@ class FolderStore(SnapshotStore):
         self.label = str(folder)
 
     def _fail(self, what: str, exc: OSError) -> BackendError:
-        return BackendError(f"Snapshot store {self.label}: cannot {what}: {exc.strerror or exc}")
+        return BackendError(f"Snapshot store {self.label}: cannot {what}: {posix_io.describe(exc)}")
 
     def names(self) -> list[str]:
         try:
@@ -109,8 +61,6 @@ class FolderStore(SnapshotStore):
             return None
 
     def _write_temporary(self, name: str, write: Writer) -> str:
-        from state_ext import posix_io
-
         try:
             return posix_io.write_temporary(self.folder, f"{TEMP_PREFIX}{name}.", write)
         except OSError as exc:
@@ -147,11 +97,7 @@ class FolderStore(SnapshotStore):
 
     def _sync_folder(self) -> None:
         with suppress(OSError):
-            fd = os.open(self.folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            posix_io.fsync_dir(self.folder)
 
     def delete(self, name: str) -> None:
         try:
@@ -175,103 +121,6 @@ class FolderStore(SnapshotStore):
                         os.unlink(entry.path)
                         removed += 1
         return removed
-
-
-class ObjectSnapshotStore(SnapshotStore):
-    """``s3://``, ``gs://``, ``azure://`` (or any fsspec URL) through the state backends'
-    own object-store layer: same settings, credentials, timeouts and one-line errors."""
-
-    READ_CONCURRENCY = 64
-
-    def __init__(self, settings):
-        from state_ext.backends.objectstore import ObjectStoreBackend
-
-        self.backend = ObjectStoreBackend(settings)
-        self.label = self.backend.label
-        self.prefix = self.backend.list_prefix
-
-    def _run(self, what: str, coroutine_function, *args):
-        # ObjectStoreBackend._run: the store's loop, its timeouts, one-line errors with
-        # the service, bucket and redacted URI.
-        return self.backend.run(what, coroutine_function, *args)
-
-    def _checked_bucket(self) -> None:
-        from state_ext.backends.clouds import BucketNotFound
-
-        try:
-            self._run("open the snapshot store", self.backend.store.check_bucket)
-        except BucketNotFound:
-            raise BackendError(f"Snapshot store {self.label}: the bucket or container "
-                               f"{self.backend.bucket!r} does not exist") from None
-
-    def names(self) -> list[str]:
-        self._checked_bucket()
-        keys = self._run("list snapshots", self.backend.store.list_keys, self.prefix)
-        names = (key[len(self.prefix):] for key in keys)
-        return [n for n in names if n and "/" not in n and not n.startswith(".")]
-
-    def read(self, name: str) -> bytes | None:
-        return self._run(f"read {name}", self.backend.store.get, self.prefix + name)
-
-    def read_many(self, names: list[str]) -> dict[str, bytes | None]:
-        import asyncio
-
-        from state_ext.backends import aio
-
-        store, prefix = self.backend.store, self.prefix
-
-        async def every():
-            limit = asyncio.Semaphore(self.READ_CONCURRENCY)
-
-            async def one(name):
-                async with limit:
-                    return await store.get(prefix + name)
-
-            return await aio.gather_or_cancel(one(n) for n in names)
-
-        return dict(zip(names, self._run("read snapshot metadata", every), strict=True))
-
-    def create(self, names: Callable[[], str], write: Writer) -> str:
-        import io
-
-        buffer = io.BytesIO()
-        write(buffer)
-        self._checked_bucket()
-        for _ in range(CREATE_TRIES):
-            name = names()
-            marker = self._run(f"write {name}", self.backend.store.create, self.prefix + name,
-                               buffer.getvalue())
-            if marker is not None:
-                return name
-        raise BackendError(f"Snapshot store {self.label}: no free name for the snapshot")
-
-    def replace(self, name: str, data: bytes) -> None:
-        self._run(f"write {name}", self.backend.store.put, self.prefix + name, data)
-
-    def keeps_versions(self) -> bool | None:
-        """Whether the bucket keeps overwritten and deleted objects: S3 bucket versioning
-        (GetBucketVersioning through the aiobotocore client s3fs hands out); None where
-        that cannot be asked through the data API (GCS, Azure, other stores) or the
-        identity may not ask it."""
-        if self.backend.scheme != "s3":
-            return None
-        store = self.backend.store
-
-        async def ask():
-            client = await store.fs.set_session()
-            return await client.get_bucket_versioning(Bucket=store.bucket)
-
-        try:
-            answer = self._run("read the bucket's versioning", ask)
-        except StateExtError:
-            return None
-        return answer.get("Status") == "Enabled"
-
-    def delete(self, name: str) -> None:
-        self._run(f"delete {name}", self.backend.store.delete, self.prefix + name)
-
-    def close(self) -> None:
-        self.backend.close()
 
 
 def default_folder(project_settings) -> Path | None:
@@ -315,6 +164,8 @@ def open_store(project_settings, uri: str | None = None) -> SnapshotStore:
 
         return FolderStore(state_dir_from_uri(uri))
     try:
+        from state_ext.snapshot_object_store import ObjectSnapshotStore
+
         return ObjectSnapshotStore(project_settings.backend_settings(uri))
     except StateExtError as exc:
         raise type(exc)(f"Snapshot store {redact_uri(uri)}: {exc.message}") from None

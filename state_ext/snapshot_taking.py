@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 from state_ext.model import Envelope
-from state_ext.snapshot_stores import SnapshotStore, open_store
+from state_ext.snapshot_store_base import SnapshotStore
+from state_ext.snapshot_stores import open_store
 from state_ext.snapshots import (
     FORMAT,
     META_SUFFIX,

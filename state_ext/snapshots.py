@@ -27,7 +27,8 @@ from datetime import datetime, timedelta, timezone
 from state_ext import strict_json
 from state_ext.errors import InvalidInputError
 from state_ext.model import Envelope
-from state_ext.snapshot_stores import SnapshotStore, open_store
+from state_ext.snapshot_store_base import SnapshotStore
+from state_ext.snapshot_stores import open_store
 from state_ext.times import iso
 
 SUFFIX = ".json.gz"
