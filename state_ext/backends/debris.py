@@ -119,12 +119,12 @@ def _age(backend, state_id: str, current) -> float | None:
     return age
 
 
-def sweep_stale_locks(backend, state_ids, *, wait: bool = True) -> int:
+def sweep_stale_locks(backend, state_ids) -> int:
     """Delete the stale locks of ``state_ids``; returns how many were deleted.
 
     A lock older than ``lock_timeout_seconds`` is deleted if it is still the version read.
     A younger one (a crash a moment ago, or a live writer) is waited for, at most the
-    timeout, when ``wait``: a live writer releases it meanwhile or replaces it (then it is
+    timeout: a live writer releases it meanwhile or replaces it (then it is
     left alone); one that is still the same version once past the timeout is stale by
     Meltano's own rule and deleted. A lock dated in the future is never deleted.
     """
@@ -139,7 +139,7 @@ def sweep_stale_locks(backend, state_ids, *, wait: bool = True) -> int:
             removed += _remove(backend, state_id, current)
         elif age is not None and age >= 0:
             pending.append((state_id, current, timeout - age))
-    if wait and pending:
+    if pending:
         time.sleep(min(timeout, max(left for _, _, left in pending)) + 0.2)
         for state_id, seen, _ in pending:
             current = backend.read_lock(state_id)

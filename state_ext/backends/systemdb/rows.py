@@ -26,10 +26,10 @@ CHUNK = 500  # IDs per statement and per checked-write transaction
 COLUMNS = ("state_id", "completed_state", "partial_state")
 
 
-def chunks(items: list, size: int = CHUNK):
-    """``items`` in consecutive slices of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def chunks(items: list):
+    """``items`` in consecutive slices of at most ``CHUNK``."""
+    for start in range(0, len(items), CHUNK):
+        yield items[start:start + CHUNK]
 
 
 def table():
