@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from state_ext.backends.locks import LockPrimitives, describe_lock, lock_age
-from state_ext.errors import BackendError, ConfigurationError
+from state_ext.errors import ConfigurationError
 from state_ext.state_ids import matches, state_id_problem
 
 LOCK_FILE = "lock"
@@ -181,20 +181,11 @@ class RunningRun:
 
 def running_runs(backend, pattern: str | None = None) -> list[RunningRun]:
     """``runs`` rows in state RUNNING, read through the system database backend's engine."""
-    from sqlalchemy import text
-    from sqlalchemy.exc import SQLAlchemyError
+    from state_ext.backends.systemdb.runs import running_runs as rows
 
-    try:
-        with backend.engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT id, job_name, run_id, started_at, last_heartbeat_at FROM runs "
-                "WHERE state = 'RUNNING' ORDER BY job_name, id")).all()
-    except SQLAlchemyError as exc:
-        raise BackendError(f"{backend.label}: cannot read the runs table: "
-                           f"{str(exc).splitlines()[0]}") from None
     now = time.time()
     found = []
-    for row_id, state_id, run_id, started, beat in rows:
+    for row_id, state_id, run_id, started, beat in rows(backend):
         if not matches(state_id, pattern):
             continue
         since = _epoch(beat) if beat is not None else _epoch(started)

@@ -76,7 +76,6 @@ class BackendSettings:
     lock_timeout_seconds: float
     lock_retry_seconds: float
     options: dict[str, Any] = field(default_factory=dict)
-    project_root: Path | None = None
     database_uri: str | None = None
 
     @property
@@ -282,7 +281,6 @@ class ProjectSettings:
             lock_timeout_seconds=self.number("state_backend.lock_timeout_seconds"),
             lock_retry_seconds=self.number("state_backend.lock_retry_seconds"),
             options=options,
-            project_root=self.root,
             database_uri=self.get("database_uri").value,
         )
 

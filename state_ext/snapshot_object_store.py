@@ -52,20 +52,15 @@ class ObjectSnapshotStore(SnapshotStore):
         return self._run(f"read {name}", self.backend.store.get, self.prefix + name)
 
     def read_many(self, names: list[str]) -> dict[str, bytes | None]:
-        import asyncio
-
         from state_ext.backends import aio
 
         store, prefix = self.backend.store, self.prefix
 
+        async def one(name):
+            return await store.get(prefix + name)
+
         async def every():
-            limit = asyncio.Semaphore(self.READ_CONCURRENCY)
-
-            async def one(name):
-                async with limit:
-                    return await store.get(prefix + name)
-
-            return await aio.gather_or_cancel(one(n) for n in names)
+            return await aio.bounded_gather(self.READ_CONCURRENCY, one, names)
 
         return dict(zip(names, self._run("read snapshot metadata", every), strict=True))
 

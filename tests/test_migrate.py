@@ -517,8 +517,7 @@ def open_store(kind: str, root: Path, database_uri: str | None = None):
 
     if kind == "file":
         return open_backend(BackendSettings(uri(root), 2, 0.05, {}))
-    return open_backend(BackendSettings("systemdb", 2, 0.05, {}, project_root=root,
-                                        database_uri=database_uri))
+    return open_backend(BackendSettings("systemdb", 2, 0.05, {}, database_uri=database_uri))
 
 
 SERVER_FIXTURES = {"s3": "s3_server", "gs": "gcs_server", "azure": "azure_server"}

@@ -1,32 +1,48 @@
-"""Meltano's ``runs`` table: the last run of each state ID.
+"""Meltano's ``runs`` table, read by ``check`` (the last run of each state ID) and by
+``locks`` (the runs still marked RUNNING).
 
-Read only by ``check`` (``health``), to tell whether a partial half was left by a run
-that ended FAIL or DEAD. Kept with the system database because it is its SQL; the
-judgement stays with the check.
+Kept with the system database because it is its SQL; the judgements (an interrupted
+partial, a stale run) stay with the commands. A failed read is one line naming the store:
+the first line of the database's message (its later lines repeat the SQL).
 """
 
 from __future__ import annotations
 
 from state_ext.backends.systemdb.rows import chunks
-from state_ext.errors import StateExtError, one_line
+from state_ext.errors import BackendError, one_line
 
 
 def last_runs(backend, state_ids: list[str]) -> list[tuple]:
     """``(state_id, run_id, state, ended_at, payload_flags)`` of the latest ``runs`` row
-    of each of ``state_ids`` that has one; a failed read is one line naming the store."""
+    of each of ``state_ids`` that has one."""
     from sqlalchemy import bindparam, text
-    from sqlalchemy.exc import SQLAlchemyError
 
     query = text(
         "SELECT r.job_name, r.run_id, r.state, r.ended_at, r.payload_flags FROM runs r "
         "JOIN (SELECT job_name, MAX(id) AS last FROM runs WHERE job_name IN :ids "
         "GROUP BY job_name) m ON r.id = m.last").bindparams(bindparam("ids", expanding=True))
+    return _read(backend, query, [{"ids": chunk} for chunk in chunks(state_ids)])
+
+
+def running_runs(backend) -> list[tuple]:
+    """``(id, job_name, run_id, started_at, last_heartbeat_at)`` of every run in state
+    RUNNING, by state ID then row."""
+    from sqlalchemy import text
+
+    query = text("SELECT id, job_name, run_id, started_at, last_heartbeat_at FROM runs "
+                 "WHERE state = 'RUNNING' ORDER BY job_name, id")
+    return _read(backend, query, [{}])
+
+
+def _read(backend, query, parameters: list[dict]) -> list[tuple]:
+    from sqlalchemy.exc import SQLAlchemyError
+
     found = []
     try:
         with backend.engine.connect() as conn:
-            for chunk in chunks(state_ids):
-                found.extend(tuple(row) for row in conn.execute(query, {"ids": chunk}))
+            for values in parameters:
+                found.extend(tuple(row) for row in conn.execute(query, values))
     except SQLAlchemyError as exc:
-        raise StateExtError(f"{backend.label}: cannot read the runs table: "
-                            f"{one_line(exc)}") from None
+        raise BackendError(f"{backend.label}: cannot read the runs table: "
+                           f"{one_line(exc, limit=None, first_line=True)}") from None
     return found
