@@ -79,7 +79,8 @@ def probe(backend) -> list[Step]:
 def hints(project, settings, given_uri: str | None, steps: list[Step]) -> list[str]:
     """Common mistakes, judged from the settings and what the probes saw."""
     from state_ext.backends import is_database_url
-    from state_ext.settings import redact_uri, uri_scheme
+    from state_ext.redact import redact_uri
+    from state_ext.settings import uri_scheme
 
     found = []
     scheme = uri_scheme(settings.uri)

@@ -25,12 +25,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from state_ext.backends.base import LOCK_FILE, STATE_FILE
 from state_ext.backends.locks import LockPrimitives, describe_lock, lock_age
 from state_ext.errors import ConfigurationError
 from state_ext.state_ids import matches, state_id_problem
-
-LOCK_FILE = "lock"
-STATE_FILE = "state.json"
 
 
 @dataclass

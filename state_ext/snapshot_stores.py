@@ -23,7 +23,7 @@ from pathlib import Path
 
 from state_ext import posix_io
 from state_ext.errors import BackendError, ConfigurationError, StateExtError
-from state_ext.settings import redact_uri
+from state_ext.redact import redact_uri
 from state_ext.snapshot_store_base import CREATE_TRIES, SnapshotStore, Writer
 
 TEMP_PREFIX = ".tmp-"

@@ -13,11 +13,17 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 
 from state_ext.model import Envelope
-from state_ext.settings import BackendSettings, redact_uri
+from state_ext.redact import redact_uri
+from state_ext.settings import BackendSettings
 
 # The one failure line for a state that another writer (Meltano, another state-ext) changed
 # between our read and our write; the transfer engine recognises it to sort out races.
 CHANGED = "changed by another process during the operation"
+# Meltano's layout on file:// and object stores: <state ID>/state.json and <state ID>/lock.
+STATE_FILE, LOCK_FILE = "state.json", "lock"
+# An import of this many states is worth one listing of the store first, to write the new
+# ones by one conditional create each (issue 13) instead of one locked write each.
+FAST_IMPORT_MIN = 20
 
 
 class StateSlot(ABC):

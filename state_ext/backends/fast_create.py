@@ -25,10 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from state_ext.backends import aio
+from state_ext.backends.base import LOCK_FILE, STATE_FILE
 from state_ext.errors import BackendError, StateExtError
 
-LOCK_FILE = "lock"  # the object names of Meltano's layout (objectstore.py)
-STATE_FILE = "state.json"
 CREATED, EXISTS = "created", "exists"
 MISMATCH = ("the store's checksum of the upload differs from ours (damaged in transit); "
             "nothing was left under its name; running the same command again retries it")

@@ -22,16 +22,22 @@ from pathlib import Path
 
 from state_ext import posix_io
 from state_ext.backends import debris, file_create
-from state_ext.backends.base import CHANGED, StateBackend, StateSlot, digest
+from state_ext.backends.base import (
+    CHANGED,
+    FAST_IMPORT_MIN,
+    STATE_FILE,
+    StateBackend,
+    StateSlot,
+    digest,
+)
 from state_ext.backends.fast_create import CREATED, EXISTS
-from state_ext.backends.file_layout import STATE_FILE, state_dir_from_uri
+from state_ext.backends.file_layout import state_dir_from_uri
 from state_ext.backends.file_locks import FileLockPrimitives
 from state_ext.backends.locks import hold_lock
 from state_ext.errors import BackendError, StateExtError
 from state_ext.model import Envelope
 from state_ext.state_ids import matches, validate_state_id
 
-FAST_IMPORT_MIN = 20  # an import this large is worth one walk of the folder first
 READ_ATTEMPTS = 5  # Meltano truncates then writes: give a concurrent writer a moment
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from state_ext import posix_io
 from state_ext.backends import debris
+from state_ext.backends.base import LOCK_FILE, STATE_FILE
 from state_ext.backends.fast_create import CREATED, EXISTS, Listing, NewWrites
-from state_ext.backends.file_layout import LOCK_FILE, STATE_FILE
 from state_ext.errors import BackendError, StateExtError
 from state_ext.state_ids import matches
 

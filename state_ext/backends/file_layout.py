@@ -1,10 +1,10 @@
-"""Meltano's ``file://`` layout: which folder a URI names, and the two files of a state.
+"""Meltano's ``file://`` layout: which folder a URI names.
 
 ``<dir>/<state_id>/state.json`` holds the envelope and ``<dir>/<state_id>/lock`` the lock,
-with the raw state ID as folder name (IDs with ``/`` nest). Kept apart from the backend so
-that its parts (reads and writes, lock files, lock-free creation) and the snapshot
-stores, which accept ``file://`` URIs too, share one definition without importing
-each other.
+with the raw state ID as folder name (IDs with ``/`` nest; the two names are
+``base.STATE_FILE`` and ``base.LOCK_FILE``, shared with the object stores). Kept apart from
+the backend so that the snapshot stores, which accept ``file://`` URIs too, read a URI the
+same way without importing the backend.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from state_ext.errors import ConfigurationError
-from state_ext.settings import redact_uri
-
-STATE_FILE = "state.json"
-LOCK_FILE = "lock"
+from state_ext.redact import redact_uri
 
 
 def state_dir_from_uri(uri: str) -> Path:

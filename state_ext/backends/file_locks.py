@@ -15,7 +15,7 @@ from contextlib import contextmanager, suppress
 
 from state_ext import posix_io
 from state_ext.backends import debris
-from state_ext.backends.file_layout import LOCK_FILE
+from state_ext.backends.base import LOCK_FILE
 from state_ext.backends.locks import HeldLock, LockPrimitives, lock_age
 from state_ext.errors import BackendError
 

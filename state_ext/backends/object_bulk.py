@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Iterable
 
 from state_ext.backends import aio
-from state_ext.backends.base import CHANGED, digest
+from state_ext.backends.base import CHANGED, FAST_IMPORT_MIN, digest
 from state_ext.errors import StateExtError
 from state_ext.model import Envelope
 from state_ext.state_ids import validate_state_id
@@ -26,7 +26,6 @@ from state_ext.state_ids import validate_state_id
 # (three requests each), hence fewer than reads (objectstore.READ_CONCURRENCY). The
 # transfer engine's put_many_checked and create_new_many take its ``concurrency``.
 WRITE_CONCURRENCY = 16
-FAST_IMPORT_MIN = 20  # states in an import from which one listing pays for itself
 
 
 class BulkWrites:

@@ -29,7 +29,7 @@ from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit
 
 from state_ext.backends import aio, clouds
-from state_ext.backends.base import StateBackend, StateSlot
+from state_ext.backends.base import LOCK_FILE, STATE_FILE, StateBackend, StateSlot
 from state_ext.backends.clouds import BucketNotFound
 from state_ext.backends.locks import HeldLock, LockPrimitives, hold_lock, hold_lock_async
 from state_ext.backends.object_bulk import BulkWrites
@@ -38,8 +38,6 @@ from state_ext.model import Envelope
 from state_ext.redact import redact_uri
 from state_ext.state_ids import matches, state_id_problem, validate_state_id
 
-STATE_FILE = "state.json"
-LOCK_FILE = "lock"
 # Requests in flight for reads of many states (export, list colours) and unlocked writes,
 # applied by aio.bounded_gather in _get_many; bulk writes: object_bulk.WRITE_CONCURRENCY.
 READ_CONCURRENCY = 64

@@ -19,7 +19,7 @@ from state_ext.backends.systemdb.dialects import CREATE_HINT
 from state_ext.backends.systemdb.rows import chunks, envelope, row, table, undecodable
 from state_ext.errors import BackendError, ConfigurationError, LockTimeoutError, one_line
 from state_ext.model import Envelope
-from state_ext.settings import redact_uri
+from state_ext.redact import redact_uri
 from state_ext.state_ids import matches, validate_state_id
 
 

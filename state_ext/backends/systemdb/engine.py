@@ -14,7 +14,7 @@ import os
 
 from state_ext.backends.systemdb.dialects import dialect_for
 from state_ext.errors import ConfigurationError, MissingExtraError, one_line
-from state_ext.settings import redact_uri
+from state_ext.redact import redact_uri
 
 
 def _url(database_uri: str):

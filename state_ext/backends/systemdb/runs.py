@@ -2,14 +2,15 @@
 ``locks`` (the runs still marked RUNNING).
 
 Kept with the system database because it is its SQL; the judgements (an interrupted
-partial, a stale run) stay with the commands. A failed read is one line naming the store:
-the first line of the database's message (its later lines repeat the SQL).
+partial, a stale run) stay with the commands. A failed read is one line naming the store;
+each command keeps the wording it has always printed (``locks``: the first line of the
+driver's message, ``check``: the whole message folded into one bounded line).
 """
 
 from __future__ import annotations
 
 from state_ext.backends.systemdb.rows import chunks
-from state_ext.errors import BackendError, one_line
+from state_ext.errors import BackendError, StateExtError, one_line
 
 
 def last_runs(backend, state_ids: list[str]) -> list[tuple]:
@@ -21,7 +22,8 @@ def last_runs(backend, state_ids: list[str]) -> list[tuple]:
         "SELECT r.job_name, r.run_id, r.state, r.ended_at, r.payload_flags FROM runs r "
         "JOIN (SELECT job_name, MAX(id) AS last FROM runs WHERE job_name IN :ids "
         "GROUP BY job_name) m ON r.id = m.last").bindparams(bindparam("ids", expanding=True))
-    return _read(backend, query, [{"ids": chunk} for chunk in chunks(state_ids)])
+    return _read(backend, query, [{"ids": chunk} for chunk in chunks(state_ids)],
+                 StateExtError, one_line)
 
 
 def running_runs(backend) -> list[tuple]:
@@ -31,10 +33,16 @@ def running_runs(backend) -> list[tuple]:
 
     query = text("SELECT id, job_name, run_id, started_at, last_heartbeat_at FROM runs "
                  "WHERE state = 'RUNNING' ORDER BY job_name, id")
-    return _read(backend, query, [{}])
+    return _read(backend, query, [{}], BackendError, _first_line)
 
 
-def _read(backend, query, parameters: list[dict]) -> list[tuple]:
+def _first_line(exc: BaseException) -> str:
+    """The first line of the message as SQLAlchemy gives it (the driver's class included)."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _read(backend, query, parameters: list[dict], error: type[StateExtError],
+          describe) -> list[tuple]:
     from sqlalchemy.exc import SQLAlchemyError
 
     found = []
@@ -43,6 +51,5 @@ def _read(backend, query, parameters: list[dict]) -> list[tuple]:
             for values in parameters:
                 found.extend(tuple(row) for row in conn.execute(query, values))
     except SQLAlchemyError as exc:
-        raise BackendError(f"{backend.label}: cannot read the runs table: "
-                           f"{one_line(exc, limit=None, first_line=True)}") from None
+        raise error(f"{backend.label}: cannot read the runs table: {describe(exc)}") from None
     return found
