@@ -34,13 +34,8 @@ class ObjectSnapshotStore(SnapshotStore):
         return self.backend.run(what, coroutine_function, *args)
 
     def _checked_bucket(self) -> None:
-        from state_ext.backends.clouds import BucketNotFound
-
-        try:
-            self._run("open the snapshot store", self.backend.store.check_bucket)
-        except BucketNotFound:
-            raise BackendError(f"Snapshot store {self.label}: the bucket or container "
-                               f"{self.backend.bucket!r} does not exist") from None
+        """A missing bucket is one line in the cloud's words (``ObjectStoreBackend.run``)."""
+        self._run("open the snapshot store", self.backend.store.check_bucket)
 
     def names(self) -> list[str]:
         self._checked_bucket()
@@ -91,7 +86,7 @@ class ObjectSnapshotStore(SnapshotStore):
         store = self.backend.store
 
         async def ask():
-            client = await store.fs.set_session()
+            client = await store.client()
             return await client.get_bucket_versioning(Bucket=store.bucket)
 
         try:

@@ -100,7 +100,10 @@ def prepare(src: StateBackend, dst: StateBackend, pairs: Pairs | None = None, *,
     The storage rules: two backends must be distinct and must not overlap; the same
     backend object may copy between IDs, where a pair onto itself is nothing to copy (and
     its source is never deleted), so it leaves the job. Named pairs are checked whole
-    (``_valid``) and each source must hold a state. Raises the first rule broken.
+    (``_valid``) and each source must hold a state: one named source without a state
+    refuses the whole job (a copy or move names one; restore's pairs come from a snapshot
+    and always hold one), so a transfer of named pairs is all asked-for IDs or nothing
+    planned. Raises the first rule broken.
     """
     on_conflict = _choice(OnConflict, on_conflict, "--on-conflict")
     verify = _choice(Verify, verify, "--verify")
