@@ -389,19 +389,25 @@ def test_s3_keys_in_uri(s3_server):
         assert backend.list_ids() == ["u"]
 
 
-def test_gcs_requests_end_after_two_attempts(monkeypatch):
-    """gcsfs would retry a failing request 6 times (about 30 s): a server answering 503
-    gets two attempts, and the error is the answer's own (gcs_requests.py)."""
+def _gcs_answering(monkeypatch, answers: dict[str, tuple[int, dict]]):
+    """A GCS endpoint answering each GET with the first (status, JSON or bytes[, headers])
+    whose path prefix matches (a list: in turn); the paths asked for and the server."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     seen = []
 
-    class Unavailable(BaseHTTPRequestHandler):
+    class Answering(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
             seen.append(self.path)
-            body = b'{"error": {"code": 503, "message": "try later"}}'
-            self.send_response(503)
+            found = next(a for p, a in answers.items() if self.path.startswith(p))
+            if isinstance(found, list):  # one answer after the other, the last one stays
+                found = found.pop(0) if len(found) > 1 else found[0]
+            status, document, *headers = found
+            body = document if isinstance(document, bytes) else json.dumps(document).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            for name, value in (headers[0] if headers else {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -409,20 +415,104 @@ def test_gcs_requests_end_after_two_attempts(monkeypatch):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server.server_port}")
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    return seen, server
+
+
+@pytest.mark.parametrize("status, message, expected", [
+    (503, "try later", "cannot list state: 503: try later, 503"),
+    # gcsfs retries a 401 "Invalid Credentials" too (an expired token): two attempts
+    (401, "Invalid Credentials", "cannot list state: the credentials were rejected (401)"),
+])
+def test_gcs_requests_end_after_two_attempts(monkeypatch, status, message, expected):
+    """gcsfs would retry a failing request 6 times (about 30 s): a server answering 503
+    gets two attempts, and the error is the answer's own (gcs_requests.py)."""
+    seen, server = _gcs_answering(
+        monkeypatch, {"/": (status, {"error": {"code": status, "message": message}})})
     try:
         started = time.monotonic()
         with pytest.raises(BackendError) as info, \
-                open_backend(BackendSettings("gs://bkt-503/p", 10, 1, {})) as backend:
+                open_backend(BackendSettings(f"gs://bkt-{status}/p", 10, 1, {})) as backend:
             backend.list_ids()
         assert time.monotonic() - started < 10
     finally:
         server.shutdown()
     assert len(seen) == 2, seen
-    assert "cannot list state: 503: try later, 503" in str(info.value), str(info.value)
+    assert expected in str(info.value), str(info.value)
+
+
+def test_gcs_bucket_refused_but_listed_empty_is_not_missing(monkeypatch):
+    """No storage.buckets.get (403 on the bucket) and an empty listing: the 403's own
+    error, as when the bucket GET was all, never "the bucket does not exist"."""
+    seen, server = _gcs_answering(monkeypatch, {
+        "/storage/v1/b/bkt-403/o": (200, {"kind": "storage#objects"}),
+        "/storage/v1/b/bkt-403": (403, {"error": {"code": 403, "message": "no buckets.get"}}),
+        "/": (404, {"error": {"code": 404, "message": "Not Found"}}),
+    })
+    try:
+        with pytest.raises(BackendError) as info, \
+                open_backend(BackendSettings("gs://bkt-403/p", 10, 1, {})) as backend:
+            backend.get("x")
+    finally:
+        server.shutdown()
+    assert "does not exist" not in str(info.value), str(info.value)
+    assert "Forbidden: b/bkt-403" in str(info.value) and "no buckets.get" in str(info.value)
+
+
+def test_gcs_generation_comes_from_the_answer_gcsfs_retried_into(monkeypatch):
+    """A 503, then the object: gcsfs's retry awaits the second attempt in the same task,
+    so the generation read is that answer's."""
+    import datetime
+
+    seen, server = _gcs_answering(monkeypatch, {"/download/": [
+        (503, {"error": {"code": 503, "message": "try later"}}),
+        (200, b"1.5", {"X-Goog-Generation": "42",
+                       "Last-Modified": "Tue, 01 Dec 2026 10:00:00 GMT"})]})
+    try:
+        with open_backend(BackendSettings("gs://bkt-gen/p", 10, 1, {})) as backend:
+            found = backend.run("read", backend.store.get_stamped, "p/x/lock")
+    finally:
+        server.shutdown()
+    when = datetime.datetime(2026, 12, 1, 10, tzinfo=datetime.timezone.utc).timestamp()
+    assert len(seen) == 2 and found == (b"1.5", "42", when), (seen, found)
+
+
+def test_gcs_lock_read_and_exists_are_one_request_each(gcs_server):
+    """A lock read is one GET (its generation and time from the answer's headers), and
+    so is an existence check: no metadata GET, no listing (storage.objects.list)."""
+    import copy
+
+    from benchmarks.latency_proxy import start_in_thread
+    from tests.support.emulators import StoreCase
+
+    proxy = start_in_thread(gcs_server.port)
+    server = copy.copy(gcs_server)
+    server.port = proxy.port
+    case = StoreCase("gs", server)
+    try:
+        bucket = case.new_bucket()
+        with case.backend(f"gs://{bucket}/p") as backend:
+            held = backend.try_create("x", "1795255237.5")
+            for key, present in (("p/x/lock", True), ("p/y/lock", False)):
+                proxy.reset()
+                found = backend.run("read", backend.store.get_stamped, key)
+                assert proxy.stats()["by_method"] == {"GET": 1}
+                if present:
+                    assert found[0] == b"1795255237.5" and found[1] == held.marker
+                    assert abs(found[2] - time.time()) < 600
+                else:
+                    assert found is None
+                proxy.reset()
+                assert backend.run("exists", backend.store.exists, key) is present
+                assert proxy.stats()["by_method"] == {"GET": 1}
+            proxy.reset()
+            assert backend.read_lock("x") == ("1795255237.5", held.marker)
+            assert proxy.stats()["by_method"] == {"GET": 1}
+    finally:
+        proxy.stop()
 
 
 def test_gcs_token_refresh_failures_end_after_two_attempts():
@@ -456,3 +546,60 @@ def test_gcs_token_refresh_failures_end_after_two_attempts():
     assert len(calls) == 2 and isinstance(exc.__cause__, RefreshError)
     assert explain(exc, gcs.WORDS, service="GCS", word="bucket", endpoint=None) == \
         "cannot obtain a Google access token: the token endpoint said no"
+
+
+def test_gcs_failure_counts_are_per_task_and_credentials_and_forgotten(monkeypatch):
+    """A request whose retry was cancelled mid-backoff leaves no count for a later one;
+    old counts are dropped; a token refresh counts per credentials object; a failure
+    gcsfs does not retry (aiohttp's total timeout) is not counted."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from google.auth.exceptions import RefreshError
+
+    from state_ext.backends.clouds import gcs_requests
+
+    request = ("GET", "http://gcs/b/x/o/k")
+
+    async def fail_once():
+        return gcs_requests._requests.failed(request)
+
+    async def main():
+        assert await asyncio.create_task(fail_once()) == 1  # that task then ended
+        assert await asyncio.create_task(fail_once()) == 1
+        clock = [1000.0]
+        monkeypatch.setattr(gcs_requests.time, "monotonic", lambda: clock[0])
+        assert gcs_requests._requests.failed(request) == 1
+        clock[0] += gcs_requests.FORGET_AFTER + 1
+        assert gcs_requests._requests.failed(request) == 1  # the old one was forgotten
+        gcs_requests._requests.done(request)
+        params = SimpleNamespace(method="GET", url="http://gcs/b/x/o/k",
+                                 exception=TimeoutError())
+        for _ in range(3):  # gcsfs does not retry it: never OutOfAttempts
+            await gcs_requests._on_exception(None, None, params)
+
+        class Credentials:
+            def apply(self, out):
+                raise RefreshError("no")
+
+        first, second = Credentials(), Credentials()
+        for credentials in (first, second):
+            gcs_requests.bound_token_refresh(credentials)
+        for credentials in (first, second):  # one failure each: not two of one
+            with pytest.raises(RefreshError):
+                credentials.apply({})
+        with pytest.raises(gcs_requests.OutOfAttempts):
+            first.apply({})
+
+    asyncio.run(main())
+
+
+def test_out_of_attempts_leftovers_are_quiet():
+    from state_ext.backends import aio
+    from state_ext.backends.clouds.gcs_requests import OutOfAttempts
+
+    try:
+        raise OutOfAttempts("x") from ValueError("the token endpoint said no")
+    except OutOfAttempts as exc:
+        assert aio._leftover_of_a_failure(exc)
+    assert not aio._leftover_of_a_failure(ValueError("a bug"))

@@ -85,9 +85,12 @@ def mark_progress() -> None:
 
 
 def _leftover_of_a_failure(exc: BaseException | None) -> bool:
-    """Connection-level errors of requests whose failure the caller already reported."""
+    """Connection-level errors of requests whose failure the caller already reported, also
+    when carried by one of ours (``carries_cause``: gcs_requests' ``OutOfAttempts``)."""
     if exc is None:
         return False
+    if getattr(exc, "carries_cause", False):
+        return True  # a request's last failure (HTTP, connection or token refresh)
     module = type(exc).__module__ or ""
     return isinstance(exc, (OSError, asyncio.TimeoutError, asyncio.CancelledError)) or \
         module.split(".")[0] in ("aiohttp", "botocore", "aiobotocore", "azure", "gcsfs")

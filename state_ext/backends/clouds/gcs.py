@@ -34,7 +34,7 @@ from state_ext.backends.clouds.base import (
     tuning,
 )
 from state_ext.backends.clouds.failures import Translation
-from state_ext.backends.clouds.gcs_requests import bound_token_refresh, trace
+from state_ext.backends.clouds.gcs_requests import bound_token_refresh, responses, trace
 from state_ext.errors import ConfigurationError, MissingExtraError
 
 SCHEME, SERVICE, WORD, NAMESPACE = "gs", "GCS", "bucket", "gcs"
@@ -171,7 +171,6 @@ def connect(uri: str, options: dict, warn=lambda message: None) -> Connection:
 # -- the object client --------------------------------------------------------------------
 class GCSClient(ObjectClient):
     service = SERVICE
-    page_size = 5000  # gcsfs's own page for _find, which takes no other
     checks_creates = True
 
     def _path(self, key: str) -> str:
@@ -192,20 +191,19 @@ class GCSClient(ObjectClient):
             return None
 
     async def get_stamped(self, key):
-        """The object's metadata (its generation), then that generation's bytes: a newer
-        generation written in between is read on the next round, never mixed."""
-        for _ in range(3):
+        """One GET (``alt=media``): the bytes, and from that answer's headers their
+        generation and time (gcs_requests.responses sees the answers of this task)."""
+        with responses() as answers:
             try:
-                info = await self.fs._info(self._path(key))
+                data = await self.fs._cat_file(self._path(key))
             except FileNotFoundError:
                 return None
-            generation = str(info.get("generation") or "")
-            try:
-                data = await self.fs._cat_file(self._path(key), generation=generation or None)
-            except FileNotFoundError:
-                continue  # replaced or deleted since: look again
-            return data, generation, epoch(info.get("mtime") or info.get("updated"))
-        return None
+        headers = answers[-1][1] if answers else {}
+        return (data, headers.get("X-Goog-Generation"),
+                epoch(headers.get("Last-Modified")))
+
+    async def exists(self, key):
+        return await self.get(key) is not None  # one GET: our objects are small
 
     async def put(self, key, data):
         try:  # fsspec's public async pipe_file: for small data, one multipart upload
@@ -256,10 +254,20 @@ class GCSClient(ObjectClient):
             await self.fs._rm_file(path)
 
     async def check_bucket(self):
-        try:
-            await self.fs._info(self.bucket)
-        except FileNotFoundError:
-            raise BucketNotFound(self.bucket) from None
+        """``_info`` of the bucket: a GET of it, and when that fails (403 or 404) a listing
+        of its objects. A refused GET (403, no ``storage.buckets.get``) of a bucket that
+        lists empty is the GET's own error, as when the GET was all (not a missing bucket)."""
+        with responses() as answers:
+            try:
+                await self.fs._info(self.bucket)
+                return
+            except FileNotFoundError:
+                pass
+        if answers and answers[0][0] == 403:
+            from gcsfs.retry import validate_response
+
+            validate_response(403, answers[0][2], f"b/{self.bucket}")  # raises gcsfs's error
+        raise BucketNotFound(self.bucket)
 
 
 def client(connection: Connection, bucket: str) -> GCSClient:

@@ -3,22 +3,31 @@
 gcsfs retries every request 6 times (about 30 s of backoff) with no setting to lower it.
 aiohttp's public trace hooks (passed through gcsfs's public ``session_kwargs``) see each
 attempt: an answer marks the run as progressing (``aio.run``), and the ``ATTEMPTS``-th
-failure of the same request (same method and URL, as gcsfs retries it) raises
-``OutOfAttempts`` from that failure, which gcsfs does not retry. A failed refresh of
-the access token (before any request is sent) is counted the same way, by wrapping
-the public ``apply`` of gcsfs's credentials. So a refusing or failing GCS ends after
-two attempts, with the failure's own reason, as before.
+failure that gcsfs would retry (``gcsfs.retry.is_retriable`` of the error gcsfs makes of
+it) of the same request (same method and URL, in the same task, as gcsfs retries it)
+raises ``OutOfAttempts`` from that failure, which gcsfs does not retry. A failed refresh
+of the access token (before any request is sent) is counted the same way, per
+credentials object, by wrapping the public ``apply`` of gcsfs's credentials. So a
+refusing or failing GCS ends after two attempts, with the failure's own reason, as before.
+
+The hooks run in the task that awaits the request (gcsfs's retry loop awaits each attempt
+in place), so ``responses()`` hands its caller the answers to its own requests: one GET
+gives an object's bytes and, from the answer's headers, its generation.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import time
+import weakref
 
 from state_ext.backends.aio import mark_progress
 from state_ext.backends.clouds.base import DEFAULT_MAX_ATTEMPTS
 
 ATTEMPTS = DEFAULT_MAX_ATTEMPTS  # per request, whatever max_attempts says (as before)
-RETRIED_STATUSES = {408, 429, 500, 501, 502, 503, 504}  # what gcsfs retries
+FORGET_AFTER = 120.0  # seconds: a failure older than this was not of the same request
 
 
 class OutOfAttempts(Exception):
@@ -28,55 +37,104 @@ class OutOfAttempts(Exception):
     carries_cause = True
 
 
-_failures: dict[tuple[str, str], tuple[int, float]] = {}  # request -> (failures, last)
-FORGET_AFTER = 120.0  # seconds: a failure older than this was not of the same request
+class _Outside:
+    """The owner of failures counted outside any task."""
+
+
+_OUTSIDE = _Outside()
+
+
+class Failures:
+    """Failures of each request, per task: gcsfs retries a request in the task that sent
+    it, so a task that ends (or is cancelled mid-backoff) takes its counts with it."""
+
+    def __init__(self):
+        self._by_task: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _table(self, create: bool = True) -> dict:
+        try:
+            owner = asyncio.current_task() or _OUTSIDE
+        except RuntimeError:  # no running loop
+            owner = _OUTSIDE
+        return self._by_task.setdefault(owner, {}) if create else self._by_task.get(owner, {})
+
+    def failed(self, request) -> int:
+        """Count a failure of ``request``; its count (``ATTEMPTS`` ends the request)."""
+        now = time.monotonic()
+        table = self._table()
+        for old in [r for r, (_, last) in table.items() if now - last > FORGET_AFTER]:
+            del table[old]
+        count = table.get(request, (0, now))[0] + 1
+        if count >= ATTEMPTS:
+            table.pop(request, None)
+            return ATTEMPTS
+        table[request] = (count, now)
+        return count
+
+    def done(self, request) -> None:
+        self._table(create=False).pop(request, None)
+
+
+_requests = Failures()
+_ANSWERS: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "state_ext_gcs_answers", default=None)
+
+
+@contextlib.contextmanager
+def responses():
+    """The answers (status, headers, body) to the requests awaited inside, in order."""
+    answers: list = []
+    token = _ANSWERS.set(answers)
+    try:
+        yield answers
+    finally:
+        _ANSWERS.reset(token)
 
 
 def _request_of(params) -> tuple[str, str]:
     return params.method, str(params.url)
 
 
-def _failed(request) -> int:
-    """Count a failure of this request (gcsfs retries it with the same method and URL;
-    its attempts may run in different tasks)."""
-    now = time.monotonic()
-    count, last = _failures.get(request, (0, now))
-    count = 1 if now - last > FORGET_AFTER else count + 1
-    if count >= ATTEMPTS:
-        _failures.pop(request, None)
-        return ATTEMPTS
-    _failures[request] = (count, now)
-    return count
+def _retried(exc: BaseException) -> bool:
+    from gcsfs.retry import is_retriable
 
-
-def _done(request) -> None:
-    _failures.pop(request, None)
+    return is_retriable(exc)
 
 
 async def _on_end(_session, _context, params) -> None:
     """The answer's body is read here, so that a connection dropped mid-body is one more
-    failure of the request (below); the status then decides."""
+    failure of the request (below); the status then decides, as gcsfs decides it."""
     response = params.response
     body = await response.read()
-    if response.status not in RETRIED_STATUSES:
-        _done(_request_of(params))  # an answer gcsfs takes as it is
-        if response.status < 400:
-            mark_progress()  # an answer: the run is not stalled (see aio.run)
-    elif _failed(_request_of(params)) >= ATTEMPTS:
-        from gcsfs.retry import validate_response
+    answers = _ANSWERS.get()
+    if answers is not None:
+        answers.append((response.status, response.headers, body))
+    request = _request_of(params)
+    if response.status < 400:
+        _requests.done(request)
+        mark_progress()  # an answer: the run is not stalled (see aio.run)
+        return
+    from gcsfs.retry import validate_response
 
-        try:
-            validate_response(response.status, body, str(params.url))
-        except Exception as exc:  # noqa: BLE001 - gcsfs's own error for this answer
+    try:
+        validate_response(response.status, body, str(params.url))
+    except Exception as exc:  # noqa: BLE001 - gcsfs's own error for this answer
+        if not _retried(exc):
+            _requests.done(request)  # an answer gcsfs takes as it is
+        elif _requests.failed(request) >= ATTEMPTS:
             raise OutOfAttempts(str(exc)) from exc
+    else:  # 499: gcsfs takes it as it is
+        _requests.done(request)
 
 
 async def _on_exception(_session, _context, params) -> None:
-    if isinstance(params.exception, OutOfAttempts) or \
-            not isinstance(params.exception, Exception):
+    exc = params.exception
+    if isinstance(exc, OutOfAttempts) or not isinstance(exc, Exception):
         return  # raised by _on_end (counted there), or a cancellation: no failure
-    if _failed(_request_of(params)) >= ATTEMPTS:
-        raise OutOfAttempts(str(params.exception)) from params.exception
+    if not _retried(exc):
+        _requests.done(_request_of(params))  # gcsfs gives up on it at once
+    elif _requests.failed(_request_of(params)) >= ATTEMPTS:
+        raise OutOfAttempts(str(exc)) from exc
 
 
 def trace():
@@ -90,16 +148,18 @@ def trace():
 
 def bound_token_refresh(credentials) -> None:
     """gcsfs refreshes the access token inside each request's retried attempt: its
-    ``ATTEMPTS``-th failure in a task ends the request too (``OutOfAttempts``)."""
+    ``ATTEMPTS``-th failure in a task ends the request too (``OutOfAttempts``). Counted
+    per credentials object."""
     apply = credentials.apply
+    refreshes = Failures()
 
     def bounded(out):
         try:
             apply(out)
         except Exception as exc:  # google-auth's RefreshError, TransportError
-            if _failed(("token", "refresh")) >= ATTEMPTS:
+            if _retried(exc) and refreshes.failed("refresh") >= ATTEMPTS:
                 raise OutOfAttempts(str(exc)) from exc
             raise
-        _done(("token", "refresh"))
+        refreshes.done("refresh")
 
     credentials.apply = bounded
