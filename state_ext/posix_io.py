@@ -100,8 +100,16 @@ def replace_atomically(target: str, temporary: str, text: str, *, durable: bool)
         raise
 
 
+# What ``syncfs`` answers when data written since the last barrier could not be stored
+# (Linux >= 5.8 reports write-back errors here): an OSError, never a silent ``sync``.
+WRITE_BACK_ERRORS = (errno.EIO, errno.ENOSPC, errno.EDQUOT)
+
+
 def sync_filesystem(path: str) -> None:
-    """One durability barrier for many writes: ``syncfs`` on Linux, else ``sync``."""
+    """One durability barrier for many writes: ``syncfs`` on Linux, else ``sync``. A
+    write-back error (the disk failed or filled up after ``write`` accepted the bytes) is
+    raised as ``OSError``: bulk writers check their files by this barrier, not by reading
+    them back from the page cache that the write itself filled."""
     try:
         import ctypes
 
@@ -112,6 +120,9 @@ def sync_filesystem(path: str) -> None:
     try:
         syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
         if syncfs is None or syncfs(fd) != 0:
+            failure = ctypes.get_errno() if syncfs is not None else 0
+            if failure in WRITE_BACK_ERRORS:
+                raise OSError(failure, os.strerror(failure))
             os.sync()
     finally:
         os.close(fd)

@@ -32,7 +32,7 @@ class TransferReport:
     deleted_from_source: int = 0
     elapsed_seconds: float = 0.0
     raced: list[str] = field(default_factory=list)  # created by someone between plan and write
-    created_unlocked: int = 0  # object stores: new states written by one create each
+    created_unlocked: int = 0  # new states written by one conditional create each
     write_path: str | None = None  # why new states took the locked path, if they did
     stale_locks_removed: int = 0
 

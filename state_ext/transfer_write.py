@@ -2,15 +2,16 @@
 
 Each source state is read once, the next chunk while this one is written. A state new to
 the destination (absent from the planning listing, with no lock object there either) is
-written by one conditional create where the store offers one (``create_new_many`` on S3,
-GCS and Azure; on file:// ``put_many_checked`` itself links a complete file into place
-without the lock): it fails if someone created the ID after the listing, and that ID is
+written by one conditional create where the store offers one (``create_new_many``: S3,
+GCS and Azure create only if absent; file:// links a complete file into place, a link
+that never replaces): it fails if someone created the ID after the listing, and that ID is
 then a conflict (``raced``), handled by ``on_conflict``, never overwritten. Every other
 state is written under the destination's lock and only if the destination still holds
 what was planned over, so a pipeline writing meanwhile is never clobbered.
 
 A created state is verified by the store's own checksum of what it received (see
-backends/fast_create.py); every other written state (and, with ``verify="read-back"``,
+backends/fast_create.py; on file:// by the write's byte count and the ``flush`` barrier, see
+backends/file_create.py); every other written state (and, with ``verify="read-back"``,
 created ones too) is read back at once and compared, value for value, with what the
 source held. Then one durability barrier (``flush``), before anything may leave the source,
 and the stale lock objects a killed run left on the plan's IDs are removed

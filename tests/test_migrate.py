@@ -647,23 +647,36 @@ def test_source_changed_between_plan_and_write_of_an_overwrite_is_reported(tmp_p
     assert got.ok is False
 
 
-def test_verification_catches_a_store_that_does_not_read_back(tmp_path):
+@pytest.mark.parametrize("path", ["locked", "created"])
+def test_verification_catches_a_store_that_does_not_read_back(tmp_path, path):
+    """A state written under the lock is always read back; a created one (new to the
+    destination, checked by the store itself) with ``--verify read-back``."""
     from state_ext.backends.file import FileBackend
     from state_ext.settings import BackendSettings
     from state_ext.transfer import transfer
+
+    def flatten(states):
+        states = dict(states)
+        if "dev:new-0" in states:
+            states["dev:new-0"] = Envelope.complete(states["dev:new-0"].effective())
+        return states
 
     class Lossy(FileBackend):
         """Flattens one envelope on write, as Meltano's copy does."""
 
         def put_many_checked(self, states, expected, concurrency=8):
-            states = dict(states)
-            bad = states["dev:new-0"]
-            states["dev:new-0"] = Envelope.complete(bad.effective())
-            return super().put_many_checked(states, expected, concurrency)
+            return super().put_many_checked(flatten(states), expected, concurrency)
+
+        def create_new_many(self, states, concurrency=4):
+            return super().create_new_many(flatten(states), concurrency)
 
     source = seeded_source(tmp_path, NEW)
     lossy = Lossy(BackendSettings(uri(tmp_path / "lossy"), 2, 0.05, {}))
-    got = transfer(source, lossy, delete_source=True)
+    if path == "locked":  # dev:new-0 exists there: overwritten under its lock
+        lossy.put("dev:new-0", Envelope.complete(singer({"old": True})))
+        got = transfer(source, lossy, delete_source=True, on_conflict="overwrite")
+    else:
+        got = transfer(source, lossy, delete_source=True, verify="read-back")
     assert got.mismatched == ["dev:new-0"] and got.ok is False
     assert source.get("dev:new-0") is not None  # not verified: kept
     assert source.get("dev:new-1") is None and got.deleted_from_source == 2

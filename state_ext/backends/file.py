@@ -181,6 +181,11 @@ class FileBackend(StateBackend, FileLockPrimitives):
     def plan_listing(self, pattern: str | None = None):
         return file_create.plan_listing(self, pattern)
 
+    def create_new_many(self, states: dict[str, Envelope], concurrency: int = 4):
+        """The transfer engine's conditional creates: a link that never replaces, checked
+        by the write's byte count and ``flush``'s barrier, not by a read-back."""
+        return file_create.create_new_many(self, states)
+
     @contextmanager
     def _locked(self, state_id: str):
         """Create the ID's folder, hold its lock, and remove the folder again if it was left
@@ -228,7 +233,11 @@ class FileBackend(StateBackend, FileLockPrimitives):
 
     def flush(self) -> None:
         if self.__dict__.pop("_needs_flush", False):
-            posix_io.sync_filesystem(str(self.root))
+            try:
+                posix_io.sync_filesystem(self._root)
+            except OSError as exc:
+                raise BackendError(f"Cannot make the states written to {self._root} durable: "
+                                   f"{posix_io.describe(exc)}") from None
 
     def _prune(self, directory: Path) -> None:
         """Remove folders left empty by a delete, up to (not including) the root."""

@@ -6,6 +6,14 @@ one, and a state someone created meanwhile (a ``meltano run``, ``meltano state s
 never replaced; it is reported instead. A folder that holds a ``lock`` by the time we get
 there sends the state back to the locked path: a writer is at work on it. Writes are made
 durable by the backend's ``flush`` (one ``syncfs``), like every bulk write.
+
+The transfer engine does not read these states back (``--verify=read-back`` still does):
+the kernel accepted every byte (``write`` counted them, ``close`` reported no error, which
+is where NFS reports a failed write), ``link`` put the whole file in place, and ``flush``
+runs before anything leaves the source and raises what the disk failed to store later
+(``syncfs`` reports write-back errors). A read-back right after the write would come from
+the page cache the write just filled: it checks nothing more, and cost an eighth of a
+migration of 10,000 states.
 """
 
 from __future__ import annotations

@@ -1,0 +1,95 @@
+"""New ``file://`` states created by one link each, checked without a read-back (issue #13).
+
+The engine reads back what it wrote under a lock, but not a state it created: on
+``file://`` the write's byte count, the link that never replaces, and ``flush``'s one
+``syncfs`` (which raises a write-back error) are the check. Reads are counted by wrapping
+the real backend's ``iter_states``; the write-back error is injected at ``syncfs`` itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+
+import pytest
+
+from state_ext.backends import open_backend
+from state_ext.errors import BackendError
+from state_ext.model import Envelope
+from state_ext.settings import BackendSettings
+from state_ext.transfer import transfer
+from tests.support.project import seed_file_store
+from tests.test_fast_path import envelopes, file_tree
+
+
+def open_pair(tmp_path, states):
+    source = open_backend(BackendSettings(seed_file_store(tmp_path / "src", states), 2, 0.05, {}))
+    destination = open_backend(BackendSettings((tmp_path / "dst").as_uri(), 2, 0.05, {}))
+    return source, destination
+
+
+def count_reads(backend) -> list[str]:
+    """The IDs the engine reads from ``backend`` (every bulk read goes through
+    ``iter_states``)."""
+    seen: list[str] = []
+    real = backend.iter_states
+
+    def spying(ids):
+        ids = list(ids)
+        seen.extend(ids)
+        return real(ids)
+
+    backend.iter_states = spying
+    return seen
+
+
+@pytest.mark.parametrize("verify", ["checksum", "read-back"])
+def test_new_file_states_are_created_by_a_link_and_read_back_only_when_asked(tmp_path, verify):
+    states = envelopes(30)
+    existing = "dev:tap-003-to-target"
+    source, destination = open_pair(tmp_path, states)
+    old = Envelope.complete({"singer_state": {"old": 1}})
+    destination.put(existing, old)
+    read = count_reads(destination)
+    try:
+        report = transfer(source, destination, on_conflict="overwrite", verify=verify)
+        new = len(states) - 1
+        assert report.ok and report.copied == new and report.overwritten == 1, report
+        assert report.created_unlocked == new and report.write_path is None
+        if verify == "checksum":  # planned over (read), then read back after its locked write
+            assert sorted(read) == [existing, existing], read
+        else:
+            assert sorted(read) == sorted([existing, *states]), read
+        dst = tmp_path / "dst"
+        assert file_tree(dst) == {f"{i}/state.json": states[i].to_json().encode() for i in states}
+    finally:
+        source.close(), destination.close()
+
+
+class _FailingLibc:
+    """``syncfs`` failing as Linux reports a write-back error (EIO)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    @staticmethod
+    def syncfs(fd):
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+
+def test_a_write_back_error_at_the_barrier_fails_the_move_before_the_source_is_touched(
+        tmp_path, monkeypatch):
+    states = envelopes(12)
+    source, destination = open_pair(tmp_path, states)
+    before = file_tree(tmp_path / "src")
+    monkeypatch.setattr(ctypes, "CDLL", _FailingLibc)
+    try:
+        with pytest.raises(BackendError) as failed:
+            transfer(source, destination, delete_source=True)
+        message = failed.value.message
+        assert "Cannot make the states written to" in message, message
+        assert "Input/output error" in message and "running the same command again" in message
+        assert file_tree(tmp_path / "src") == before  # nothing left the source
+    finally:
+        source.close(), destination.close()
