@@ -86,7 +86,7 @@ def create_new(backend, state_id: str, text: str) -> str:
     directory = backend._path(state_id)
     target = os.path.join(directory, STATE_FILE)
     temporary = os.path.join(directory, f".state.json.{debris.temp_suffix()}.tmp")
-    made = False
+    made = linked = False
     try:
         try:
             os.mkdir(directory)
@@ -103,11 +103,12 @@ def create_new(backend, state_id: str, text: str) -> str:
             os.link(temporary, target)  # fails if a state.json is there: never replaces
         except FileExistsError:
             return EXISTS
+        linked = True
         return CREATED
     except OSError as exc:
         raise BackendError(f"Cannot write {target}: {posix_io.describe(exc)}") from None
     finally:
         with suppress(OSError):
             os.unlink(temporary)
-        if made and not os.path.lexists(target):
+        if made and not linked and not os.path.lexists(target):
             backend._prune(Path(directory))
