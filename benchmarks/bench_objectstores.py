@@ -33,6 +33,7 @@ from tests.support.emulators import (  # noqa: E402
     FakeGcsServer,
     MotoServer,
     StoreCase,
+    seed_objects,
     unique_bucket,
 )
 from tests.support.project import write_project  # noqa: E402
@@ -68,7 +69,7 @@ def bench(scheme: str, states: int, runs: int, meltano_runs: int,
             blobs = {backend.key(f"dev:tap-{i:05d}-to-target-x"): Envelope.complete(
                 {"singer_state": {"bookmarks": {"stream": {"id": i}}}}).to_json().encode()
                 for i in range(states)}
-            backend.run("seed", backend._put_raw_many, blobs)
+            seed_objects(backend, blobs)
         if latency_ms is not None:  # both tools through the proxy from here on
             proxy = start_in_thread(server.port, latency_ms=latency_ms)
             proxied = copy.copy(server)

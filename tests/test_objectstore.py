@@ -23,6 +23,7 @@ from tests.support.emulators import (  # noqa: F401 - fixtures
     free_port,
     gcs_server,
     s3_server,
+    seed_objects,
     store,
     unique_bucket,
 )
@@ -90,8 +91,7 @@ def test_listing_is_paginated(store, monkeypatch):
     with store.backend(f"{store.scheme}://{bucket}/pp") as backend:
         monkeypatch.setattr(backend.store, "page_size", 40)
         ids = [f"id-{i:04d}" for i in range(130)]
-        backend.run("seed", backend._put_raw_many,
-                     {backend.key(i): b'{"completed": {}, "partial": {}}' for i in ids})
+        seed_objects(backend, {backend.key(i): b'{"completed": {}, "partial": {}}' for i in ids})
         store.write(bucket, "pp-sibling/x/state.json", b"{}")
         calls = []
         original = backend.store.list_keys

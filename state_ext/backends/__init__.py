@@ -39,7 +39,7 @@ def _fsspec_knows(scheme: str) -> bool:
     return scheme in registry or scheme in known_implementations
 
 
-def _load(target: str):
+def _backend_class(target: str):
     module_name, class_name = target.split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
@@ -62,14 +62,14 @@ def open_backend(
         scheme = "systemdb"
     target = BUILTIN_BACKENDS.get(scheme)
     if target is not None:
-        return _load(target)(settings, warn=warn)
+        return _backend_class(target)(settings, warn=warn)
     from state_ext.backends.plugins import PluginBackend, find_plugin
 
     factory = find_plugin(scheme)
     if factory is not None:
         return PluginBackend(settings, factory, warn=warn)
     if _fsspec_knows(scheme):
-        return _load(GENERIC_FSSPEC_BACKEND)(settings, warn=warn)
+        return _backend_class(GENERIC_FSSPEC_BACKEND)(settings, warn=warn)
     raise ConfigurationError(
         f"No state backend for scheme {scheme!r} in {redact_uri(settings.uri)!r}; "
         f"available: {', '.join(available_schemes())} (and any fsspec protocol)"

@@ -13,7 +13,7 @@ it is logged once (``warn``) with what the lock holds (a time and its age, "empt
 "unreadable content", a date in the future) and when we give up (brief contention between
 writers, and waits that end within two seconds, stay silent: the final error says it all);
 giving up names the lock's path or key, to delete by hand if no run holds it.
-``_Refusals`` says which locks are stale.
+``_LockWait`` says which locks are stale.
 
 Meltano's lock is check-then-write: a Meltano writer can overwrite our lock while we hold it
 (and then write a state based on a read older than our write), or delete it when it
@@ -133,7 +133,7 @@ class LockPrimitives(ABC):
         return f"the lock of {state_id!r}"
 
 
-class _Refusals:
+class _LockWait:
     """What to do when our create finds a lock already there; one rule for both loops.
 
     A lock holding a timestamp is stale once older than the timeout (Meltano's rule). A
@@ -216,7 +216,7 @@ def hold_lock(primitives: LockPrimitives, state_id: str, *, timeout: float, retr
     fresh (a clock far ahead, or an owner that keeps refreshing it) makes us give up.
     The first wait is logged once through ``warn``.
     """
-    refusals = _Refusals(state_id, where, timeout, retry,
+    wait = _LockWait(state_id, where, timeout, retry,
                          primitives.lock_location(state_id), warn)
     report: LockReport | None = getattr(_watch, "report", None)
     while (held := primitives.try_create(state_id, content := lock_content())) is None:
@@ -226,13 +226,13 @@ def hold_lock(primitives: LockPrimitives, state_id: str, *, timeout: float, retr
             break
         if report is not None:
             report.contended = True
-        modified = primitives.lock_modified(state_id) if refusals.needs_modified(current) \
+        modified = primitives.lock_modified(state_id) if wait.needs_modified(current) \
             else None
-        step = refusals.next_step(current, modified)
-        if step == refusals.TAKE_OVER:
+        step = wait.next_step(current, modified)
+        if step == wait.TAKE_OVER:
             primitives.remove_if_unchanged(state_id, *current)
-        elif step == refusals.WAIT:
-            time.sleep(refusals.poll)
+        elif step == wait.WAIT:
+            time.sleep(wait.poll)
     mine = True
     try:
         yield held
@@ -256,7 +256,7 @@ async def hold_lock_async(create, read, remove, *, state_id: str, timeout: float
     """
     import asyncio
 
-    refusals = _Refusals(state_id, where, timeout, retry, location, warn)
+    wait = _LockWait(state_id, where, timeout, retry, location, warn)
     while (marker := await create(content := lock_content())) is None:
         mark_progress()  # the store answered: a lock wait is not a stall
         current = await read()
@@ -264,13 +264,13 @@ async def hold_lock_async(create, read, remove, *, state_id: str, timeout: float
         if _ours(current, content):
             marker = current[1]
             break
-        when = await modified() if modified is not None and refusals.needs_modified(current) \
+        when = await modified() if modified is not None and wait.needs_modified(current) \
             else None
-        step = refusals.next_step(current, when)
-        if step == refusals.TAKE_OVER:
+        step = wait.next_step(current, when)
+        if step == wait.TAKE_OVER:
             await remove(*current)
-        elif step == refusals.WAIT:
-            await asyncio.sleep(refusals.poll)
+        elif step == wait.WAIT:
+            await asyncio.sleep(wait.poll)
     try:
         yield HeldLock(content, marker)
     finally:

@@ -158,11 +158,6 @@ class ObjectStoreBackend(BulkWrites, StateBackend, LockPrimitives):
         self._bucket_checked = True
         return results
 
-    async def _put_raw_many(self, blobs: dict[str, bytes]) -> None:
-        """Write many objects, without locks (benchmarks seed their stores with it)."""
-        await aio.bounded_gather(READ_CONCURRENCY, lambda key: self.store.put(key, blobs[key]),
-                                 blobs)
-
     # -- writes -------------------------------------------------------------------------
     @contextmanager
     def transaction(self, state_id: str):

@@ -209,6 +209,18 @@ import pytest  # noqa: E402
 _counter = itertools.count()
 
 
+def seed_objects(backend, blobs: dict[str, bytes]) -> None:
+    """Write many objects straight through an object-store backend's cloud client, without
+    locks: tests and benchmarks seed their buckets with it (state-ext itself never writes a
+    state outside the protocol)."""
+    from state_ext.backends import aio
+
+    async def put_all():
+        await aio.bounded_gather(64, lambda key: backend.store.put(key, blobs[key]), blobs)
+
+    backend.run("seed", put_all)
+
+
 def unique_bucket(stem: str = "bkt") -> str:
     return f"{stem}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
 
