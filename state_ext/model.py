@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from state_ext import document_entries, json_where, strict_json
+from state_ext import json_where, strict_json
 from state_ext.errors import BackendError, InvalidInputError
 from state_ext.strict_json import MAX_DEPTH, MAX_STATE_BYTES, JsonRefused
 
@@ -221,6 +221,7 @@ def parse_export_document(text: str | bytes, *, warn=None) -> dict[str, Envelope
     leaves every store untouched: each entry under the JSON rules and the size limit
     of one state, no state ID twice.
     """
+    from state_ext import document_entries  # import documents only
     from state_ext.state_ids import state_id_problem
 
     try:

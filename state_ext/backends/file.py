@@ -8,29 +8,30 @@ in ``flush``); we list nested IDs too; and a delete removes only that ID's files
 IDs nested below it.
 
 Here are the reads and the locked writes. The layout's names are in ``file_layout``, the
-lock files in ``file_locks``, states created without the lock (and the one walk that
-plans a migration) in ``file_create``, temporary names and their cleanup in ``debris``,
-and the system calls (atomic write, ``syncfs``, folder fsync) in ``state_ext.posix_io``.
+lock files in ``file_locks``, states created without the lock (with the one walk that
+plans a migration, and import) in ``file_create``, temporary names and their cleanup in
+``debris``, and the system calls (atomic write, ``syncfs``, folder fsync) in
+``state_ext.posix_io``.
+``file_create`` and ``debris`` are imported by the methods that write, so that ``get`` and
+``list``, a tenth of a second each, do not load them (with their ``socket``, ``uuid`` and
+thread pools: 5 ms, measured by ``benchmarks/bench_single.py``).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from state_ext import posix_io
-from state_ext.backends import debris, file_create
 from state_ext.backends.base import (
     CHANGED,
-    FAST_IMPORT_MIN,
     STATE_FILE,
     StateBackend,
     StateSlot,
     digest,
 )
-from state_ext.backends.fast_create import CREATED, EXISTS
 from state_ext.backends.file_layout import state_dir_from_uri
 from state_ext.backends.file_locks import FileLockPrimitives
 from state_ext.backends.locks import hold_lock
@@ -106,7 +107,7 @@ class FileBackend(StateBackend, FileLockPrimitives):
         (Meltano lists ``*/state.json``), even if a crash leaves it behind."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            scratch = os.path.join(self._root, f".state-ext-write-check.{debris.temp_suffix()}.tmp")
+            scratch = os.path.join(self._root, f".state-ext-write-check.{_temp_suffix()}.tmp")
             os.close(os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             os.unlink(scratch)
         except OSError as exc:
@@ -115,28 +116,10 @@ class FileBackend(StateBackend, FileLockPrimitives):
                                f"{posix_io.describe(exc)}") from None
 
     def put_many(self, states: dict[str, Envelope]) -> int:
-        """Import: lock every ID that exists or is locked first, so that one lock we cannot
-        take writes nothing; then create the new ones without a lock (``create_new_many``),
-        and overwrite the rest, with those someone created meanwhile (import overwrites)."""
-        fresh: dict[str, Envelope] = {}
-        if len(states) >= FAST_IMPORT_MIN:
-            seen = self.plan_listing()
-            taken = set(seen.ids) | seen.locked
-            fresh = {i: e for i, e in states.items() if i not in taken}
-        with ExitStack() as held:
-            ready = [(i, held.enter_context(self._locked(i)))
-                     for i in sorted(states) if i not in fresh]
-            result = file_create.create_new_many(self, fresh)
-            late = sorted(result.exists + result.locked)
-            ready += [(i, held.enter_context(self._locked(i))) for i in late]
-            failures = {**result.failed, **self._write_durably(ready, states)}
-        self.flush()
-        if failures:
-            written = len(states) - len(failures)
-            raise BackendError(
-                f"{next(iter(failures.values()))}; {written} of {len(states)} states were "
-                "written (each one whole); running the same command again completes it")
-        return len(states)
+        """Import (``file_create.import_many``): all or nothing per lock, new IDs created."""
+        from state_ext.backends import file_create
+
+        return file_create.import_many(self, states)
 
     def put_many_checked(self, states, expected, concurrency=8):
         """Migrate: per ID, on a thread pool (file syscalls release the GIL): lock, check
@@ -152,15 +135,17 @@ class FileBackend(StateBackend, FileLockPrimitives):
         """
         from concurrent.futures import ThreadPoolExecutor
 
+        from state_ext.backends import file_create
+
         self._needs_flush = True
 
         def one(state_id: str) -> str | None:
             try:
                 if expected[state_id] is None:  # planned as absent: no lock needed
                     outcome = file_create.create_new(self, state_id, states[state_id].to_json())
-                    if outcome == CREATED:
+                    if outcome == file_create.CREATED:
                         return None
-                    if outcome == EXISTS:
+                    if outcome == file_create.EXISTS:
                         return CHANGED
                 with self._locked(state_id) as directory:
                     if not self._still_holds(state_id, directory, expected[state_id]):
@@ -179,11 +164,15 @@ class FileBackend(StateBackend, FileLockPrimitives):
 
     # -- new states without the lock (file_create.py) -------------------------------------
     def plan_listing(self, pattern: str | None = None):
+        from state_ext.backends import file_create
+
         return file_create.plan_listing(self, pattern)
 
     def create_new_many(self, states: dict[str, Envelope], concurrency: int = 4):
         """The transfer engine's conditional creates: a link that never replaces, checked
         by the write's byte count and ``flush``'s barrier, not by a read-back."""
+        from state_ext.backends import file_create
+
         return file_create.create_new_many(self, states)
 
     @contextmanager
@@ -194,7 +183,9 @@ class FileBackend(StateBackend, FileLockPrimitives):
         directory = self._path(state_id)
         try:
             posix_io.make_dir(directory)
-            debris.remove_dead_temps(directory, [n for n in os.listdir(directory)
+            from state_ext.backends.debris import remove_dead_temps
+
+            remove_dead_temps(directory, [n for n in os.listdir(directory)
                                                  if n.startswith(".")])
         except OSError as exc:
             raise BackendError(f"Cannot write state for {state_id!r}: cannot create "
@@ -278,10 +269,16 @@ def _write_state(directory: str, text: str, *, durable: bool) -> None:
     to one ``posix_io.sync_filesystem`` barrier instead (``FileBackend.flush``).
     """
     target = os.path.join(directory, STATE_FILE)
-    tmp = os.path.join(directory, f".state.json.{debris.temp_suffix()}.tmp")
+    tmp = os.path.join(directory, f".state.json.{_temp_suffix()}.tmp")
     try:
         posix_io.replace_atomically(target, tmp, text, durable=durable)
     except OSError as exc:
         raise BackendError(f"Cannot write {target}: {posix_io.describe(exc)}") from None
     if durable:
         posix_io.fsync_dir(directory)
+
+
+def _temp_suffix() -> str:
+    from state_ext.backends.debris import temp_suffix  # writes only: see the module's notes
+
+    return temp_suffix()

@@ -1,4 +1,4 @@
-"""New ``file://`` states without the lock, and the one walk that plans a migration.
+"""New ``file://`` states without the lock, the one walk that plans a migration, and import.
 
 A state planned as absent is written whole to a temporary file in its folder and linked to
 ``state.json``: ``link()`` fails if the name exists, so a reader sees no state or a complete
@@ -19,12 +19,12 @@ migration of 10,000 states.
 from __future__ import annotations
 
 import os
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 from state_ext import posix_io
 from state_ext.backends import debris
-from state_ext.backends.base import LOCK_FILE, STATE_FILE
+from state_ext.backends.base import FAST_IMPORT_MIN, LOCK_FILE, STATE_FILE
 from state_ext.backends.fast_create import CREATED, EXISTS, Listing, NewWrites
 from state_ext.errors import BackendError, StateExtError
 from state_ext.state_ids import matches
@@ -112,3 +112,27 @@ def create_new(backend, state_id: str, text: str) -> str:
             os.unlink(temporary)
         if made and not linked and not os.path.lexists(target):
             backend._prune(Path(directory))
+
+def import_many(backend, states: dict) -> int:
+    """Import: lock every ID that exists or is locked first, so that one lock we cannot
+    take writes nothing; then create the new ones without a lock (``create_new_many``),
+    and overwrite the rest, with those someone created meanwhile (import overwrites)."""
+    fresh: dict = {}
+    if len(states) >= FAST_IMPORT_MIN:
+        seen = plan_listing(backend)
+        taken = set(seen.ids) | seen.locked
+        fresh = {i: e for i, e in states.items() if i not in taken}
+    with ExitStack() as held:
+        ready = [(i, held.enter_context(backend._locked(i)))
+                 for i in sorted(states) if i not in fresh]
+        result = create_new_many(backend, fresh)
+        late = sorted(result.exists + result.locked)
+        ready += [(i, held.enter_context(backend._locked(i))) for i in late]
+        failures = {**result.failed, **backend._write_durably(ready, states)}
+    backend.flush()
+    if failures:
+        written = len(states) - len(failures)
+        raise BackendError(
+            f"{next(iter(failures.values()))}; {written} of {len(states)} states were "
+            "written (each one whole); running the same command again completes it")
+    return len(states)

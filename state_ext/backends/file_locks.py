@@ -14,7 +14,6 @@ import os
 from contextlib import contextmanager, suppress
 
 from state_ext import posix_io
-from state_ext.backends import debris
 from state_ext.backends.base import LOCK_FILE
 from state_ext.backends.locks import HeldLock, LockPrimitives, lock_age
 from state_ext.errors import BackendError
@@ -25,8 +24,10 @@ class FileLockPrimitives(LockPrimitives):
     ``_path(state_id, name)`` (``FileBackend``)."""
 
     def try_create(self, state_id: str, content: str) -> HeldLock | None:
+        from state_ext.backends.debris import temp_suffix  # writers only (see file.py)
+
         directory = self._path(state_id)
-        tmp = os.path.join(directory, f".lock.{debris.temp_suffix()}.tmp")
+        tmp = os.path.join(directory, f".lock.{temp_suffix()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:

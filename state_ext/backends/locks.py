@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from state_ext.backends.aio import mark_progress
 from state_ext.errors import LockTimeoutError
 
 MIN_POLL_SECONDS = 0.05
@@ -255,6 +254,8 @@ async def hold_lock_async(create, read, remove, *, state_id: str, timeout: float
     ``modified()`` (optional) returns the lock's modification time or None.
     """
     import asyncio
+
+    from state_ext.backends.aio import mark_progress  # bulk writes only: reads skip it
 
     wait = _LockWait(state_id, where, timeout, retry, location, warn)
     while (marker := await create(content := lock_content())) is None:

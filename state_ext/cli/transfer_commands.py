@@ -22,7 +22,6 @@ from state_ext.cli.common import (
     state_backend,
     validate_ids,
 )
-from state_ext.cli.migrate_settings import boolean, concurrency_setting, setting
 from state_ext.transfer_options import CONCURRENCY, OnConflict, Verify
 
 commands = typer.Typer()
@@ -153,6 +152,7 @@ def migrate(
     """Move all state from one backend to another: exact, locked, verified, resumable.
 
     With --delete-source, a safety snapshot of the source's states is taken first."""
+    from state_ext.cli.migrate_settings import boolean, concurrency_setting, setting
     from state_ext.transfer import prepare, run
 
     to = to or setting("to", str)
