@@ -168,12 +168,12 @@ class FileBackend(StateBackend, FileLockPrimitives):
 
         return file_create.plan_listing(self, pattern)
 
-    def create_new_many(self, states: dict[str, Envelope], concurrency: int = 4):
+    def create_new_many(self, states: dict[str, Envelope], concurrency: int = 8):
         """The transfer engine's conditional creates: a link that never replaces, checked
         by the write's byte count and ``flush``'s barrier, not by a read-back."""
         from state_ext.backends import file_create
 
-        return file_create.create_new_many(self, states)
+        return file_create.create_new_many(self, states, workers=concurrency)
 
     @contextmanager
     def _locked(self, state_id: str):
@@ -186,7 +186,7 @@ class FileBackend(StateBackend, FileLockPrimitives):
             from state_ext.backends.debris import remove_dead_temps
 
             remove_dead_temps(directory, [n for n in os.listdir(directory)
-                                                 if n.startswith(".")])
+                                          if n.startswith(".")])
         except OSError as exc:
             raise BackendError(f"Cannot write state for {state_id!r}: cannot create "
                                f"{directory}: {posix_io.describe(exc)}") from None

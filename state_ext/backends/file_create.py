@@ -51,8 +51,9 @@ def plan_listing(backend, pattern: str | None = None) -> Listing:
     return Listing(sorted(ids), locked)
 
 
-def create_new_many(backend, states: dict) -> NewWrites:
-    """``create_new`` for each state, on up to four threads (the syscalls drop the GIL)."""
+def create_new_many(backend, states: dict, workers: int = 4) -> NewWrites:
+    """``create_new`` for each state, on up to ``workers`` threads (the syscalls drop the
+    GIL; more than four only queue on the one folder they all create in)."""
     from concurrent.futures import ThreadPoolExecutor
 
     result = NewWrites()
@@ -68,7 +69,7 @@ def create_new_many(backend, states: dict) -> NewWrites:
             return state_id, exc.message
 
     ids = sorted(states)
-    with ThreadPoolExecutor(max_workers=max(1, min(4, len(ids)))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, 4, len(ids)))) as pool:
         for state_id, outcome in pool.map(one, ids):
             if outcome == CREATED:
                 result.created.append(state_id)
@@ -112,6 +113,7 @@ def create_new(backend, state_id: str, text: str) -> str:
             os.unlink(temporary)
         if made and not linked and not os.path.lexists(target):
             backend._prune(Path(directory))
+
 
 def import_many(backend, states: dict) -> int:
     """Import: lock every ID that exists or is locked first, so that one lock we cannot

@@ -216,7 +216,7 @@ def hold_lock(primitives: LockPrimitives, state_id: str, *, timeout: float, retr
     The first wait is logged once through ``warn``.
     """
     wait = _LockWait(state_id, where, timeout, retry,
-                         primitives.lock_location(state_id), warn)
+                     primitives.lock_location(state_id), warn)
     report: LockReport | None = getattr(_watch, "report", None)
     while (held := primitives.try_create(state_id, content := lock_content())) is None:
         current = primitives.read_lock(state_id)
