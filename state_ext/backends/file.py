@@ -124,9 +124,9 @@ class FileBackend(StateBackend, FileLockPrimitives):
     def put_many_checked(self, states, expected, concurrency=8):
         """Migrate: per ID, on a thread pool (file syscalls release the GIL): lock, check
         that it still holds what was planned over, write it atomically, unlock. A thread
-        holds one lock at a time, so concurrent bulk writers cannot deadlock. A state
-        planned as absent takes no lock: it is created whole by ``file_create.create_new``
-        (a link that never replaces a ``state.json``), unless its folder holds a lock by now.
+        holds one lock at a time, so concurrent bulk writers cannot deadlock. The engine
+        creates the states planned as absent without a lock first (``create_new_many``);
+        those it sends here had a lock beside them, and take the lock like every other.
 
         Bulk writes are renamed into place without one fsync each: ``flush`` (one
         ``syncfs``) is the durability barrier the engine runs before it verifies or deletes
@@ -135,18 +135,10 @@ class FileBackend(StateBackend, FileLockPrimitives):
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        from state_ext.backends import file_create
-
         self._needs_flush = True
 
         def one(state_id: str) -> str | None:
             try:
-                if expected[state_id] is None:  # planned as absent: no lock needed
-                    outcome = file_create.create_new(self, state_id, states[state_id].to_json())
-                    if outcome == file_create.CREATED:
-                        return None
-                    if outcome == file_create.EXISTS:
-                        return CHANGED
                 with self._locked(state_id) as directory:
                     if not self._still_holds(state_id, directory, expected[state_id]):
                         return CHANGED
