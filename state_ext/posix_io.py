@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
@@ -142,3 +143,42 @@ def fsync_dir(directory) -> None:
             raise
     finally:
         os.close(fd)
+
+
+# ``map_file_calls``: threads pay only when each call waits long enough. Every system call
+# drops the GIL and takes it back, and with a second thread waiting that is a thread switch
+# per call: 10,000 new states on tmpfs take 0.24 s in one thread, 0.52 s on two and 0.74 s
+# on four (a thread pool per state, 0.9 s); on a local disk a create takes 30-45 us and
+# gains nothing either. When calls take far longer (a disk busy writing back: 450 us;
+# NFS: a network round trip per call), threads overlap them (on the busy disk: 4.7 s in one
+# thread, 3.5 s on two). So the first calls run in the caller's thread and are timed, and
+# the rest go to threads only when they were slow. More than four threads only queue on
+# the folder the states are created in.
+PROBE_CALLS = 16
+THREADS_ABOVE_S = 200e-6  # a call's mean wall time beyond which threads overlap calls
+MAX_FILE_THREADS = 4
+
+
+def map_file_calls(call: Callable, items: Sequence, workers: int) -> list:
+    """``[call(item) for item in items]``, spread over up to ``workers`` (at most four)
+    threads when the first calls show that the filesystem makes each one wait."""
+    results = []
+    started = time.perf_counter()
+    for item in items[:PROBE_CALLS]:
+        results.append(call(item))
+    rest = items[PROBE_CALLS:]
+    workers = min(workers, MAX_FILE_THREADS, len(rest))
+    slow = time.perf_counter() - started > THREADS_ABOVE_S * len(results)
+    if workers <= 1 or not slow:
+        return results + [call(item) for item in rest]
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(part: Sequence) -> list:
+        return [call(item) for item in part]
+
+    ordered: list = [None] * len(rest)
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # joined even on an error
+        parts = list(pool.map(run, [rest[i::workers] for i in range(workers)]))
+    for i, part in enumerate(parts):
+        ordered[i::workers] = part
+    return results + ordered

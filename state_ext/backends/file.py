@@ -122,9 +122,10 @@ class FileBackend(StateBackend, FileLockPrimitives):
         return file_create.import_many(self, states)
 
     def put_many_checked(self, states, expected, concurrency=8):
-        """Migrate: per ID, on a thread pool (file syscalls release the GIL): lock, check
-        that it still holds what was planned over, write it atomically, unlock. A thread
-        holds one lock at a time, so concurrent bulk writers cannot deadlock. The engine
+        """Migrate: per ID (on threads where the filesystem makes each call wait:
+        ``posix_io.map_file_calls``): lock, check that it still holds what was planned
+        over, write it atomically, unlock. A thread holds one lock at a time, so concurrent
+        bulk writers cannot deadlock. The engine
         creates the states planned as absent without a lock first (``create_new_many``);
         those it sends here had a lock beside them, and take the lock like every other.
 
@@ -133,8 +134,6 @@ class FileBackend(StateBackend, FileLockPrimitives):
         anything from the source. It costs a fraction of 10,000 fsyncs, and a crash before
         it loses nothing that the source does not still hold.
         """
-        from concurrent.futures import ThreadPoolExecutor
-
         self._needs_flush = True
 
         def one(state_id: str) -> str | None:
@@ -148,10 +147,7 @@ class FileBackend(StateBackend, FileLockPrimitives):
             return None
 
         ids = sorted(states)
-        # more threads only queue on the folder's lock: new IDs are all created in one folder
-        workers = max(1, min(concurrency, 4, len(ids) or 1))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            reasons = list(pool.map(one, ids))
+        reasons = posix_io.map_file_calls(one, ids, concurrency)
         return {state_id: reason for state_id, reason in zip(ids, reasons, strict=True) if reason}
 
     # -- new states without the lock (file_create.py) -------------------------------------
@@ -200,8 +196,7 @@ class FileBackend(StateBackend, FileLockPrimitives):
 
     @staticmethod
     def _write_durably(ready, states) -> dict[str, str]:
-        """Atomic, fsynced writes on a few threads: fsync and rename drop the GIL."""
-        from concurrent.futures import ThreadPoolExecutor
+        """Atomic, fsynced writes; fsyncs wait on the disk, so they usually go to threads."""
 
         def one(item):
             state_id, directory = item
@@ -211,8 +206,8 @@ class FileBackend(StateBackend, FileLockPrimitives):
                 return state_id, exc.message
             return state_id, None
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            return {i: reason for i, reason in pool.map(one, ready) if reason}
+        outcomes = posix_io.map_file_calls(one, ready, posix_io.MAX_FILE_THREADS)
+        return {state_id: reason for state_id, reason in outcomes if reason}
 
     def flush(self) -> None:
         if self.__dict__.pop("_needs_flush", False):

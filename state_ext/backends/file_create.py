@@ -52,10 +52,8 @@ def plan_listing(backend, pattern: str | None = None) -> Listing:
 
 
 def create_new_many(backend, states: dict, workers: int = 4) -> NewWrites:
-    """``create_new`` for each state, on up to ``workers`` threads (the syscalls drop the
-    GIL; more than four only queue on the one folder they all create in)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """``create_new`` for each state, on threads when the filesystem is slow enough for
+    them to pay (``posix_io.map_file_calls``)."""
     result = NewWrites()
     if not states:
         return result
@@ -68,17 +66,15 @@ def create_new_many(backend, states: dict, workers: int = 4) -> NewWrites:
         except StateExtError as exc:
             return state_id, exc.message
 
-    ids = sorted(states)
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, 4, len(ids)))) as pool:
-        for state_id, outcome in pool.map(one, ids):
-            if outcome == CREATED:
-                result.created.append(state_id)
-            elif outcome == EXISTS:
-                result.exists.append(state_id)
-            elif outcome == LOCKED:
-                result.locked.append(state_id)
-            else:
-                result.failed[state_id] = outcome
+    for state_id, outcome in posix_io.map_file_calls(one, sorted(states), workers):
+        if outcome == CREATED:
+            result.created.append(state_id)
+        elif outcome == EXISTS:
+            result.exists.append(state_id)
+        elif outcome == LOCKED:
+            result.locked.append(state_id)
+        else:
+            result.failed[state_id] = outcome
     return result
 
 
