@@ -20,7 +20,9 @@ Meltano's lock is check-then-write: a Meltano writer can overwrite our lock whil
 finishes. ``hold_lock`` therefore looks at the lock once more after the body (the state
 written) and before releasing it, and reports to a ``watching()`` caller on the same
 thread whether the lock was still ours and whether we had to wait for another writer;
-``operations.merge_state`` uses that to confirm its merge survived (see there).
+``operations.merge_state`` uses that to confirm its merge survived (see there). Where the
+store's conditional delete answers whether it deleted (``release_telling``), that one
+request is the look and the release.
 """
 
 from __future__ import annotations
@@ -120,6 +122,12 @@ class LockPrimitives(ABC):
 
     def release(self, state_id: str, held: HeldLock) -> None:
         self.remove_if_unchanged(state_id, held.content, held.marker)
+
+    def release_telling(self, state_id: str, held: HeldLock) -> bool | None:
+        """Where the store's conditional delete says whether it deleted (S3 on AWS, Azure):
+        release the lock if it is still ours and return whether it was, in one request.
+        None (nothing done) where the delete cannot tell: the caller reads the lock."""
+        return None
 
     def lock_modified(self, state_id: str) -> float | None:
         """When the lock was last written (epoch seconds), if the store can tell.
@@ -235,9 +243,13 @@ def hold_lock(primitives: LockPrimitives, state_id: str, *, timeout: float, retr
     mine = True
     try:
         yield held
-        if report is not None and not _ours(primitives.read_lock(state_id), held.content):
-            report.lost = True  # a check-then-write writer took it while we held it
-            mine = False  # nothing of ours to release: leave the other writer's lock be
+        if report is not None:
+            told = primitives.release_telling(state_id, held)
+            if told is not None:  # released if ours; else left to the writer that took it
+                report.lost, mine = not told, False
+            elif not _ours(primitives.read_lock(state_id), held.content):
+                report.lost = True  # a check-then-write writer took it while we held it
+                mine = False  # nothing of ours to release: leave the other writer's lock be
     finally:
         if mine:
             primitives.release(state_id, held)

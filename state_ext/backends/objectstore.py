@@ -209,6 +209,12 @@ class ObjectStoreBackend(BulkWrites, StateBackend, LockPrimitives):
         self.run(f"unlock state {state_id!r}", self.store.delete_if,
                   self.key(state_id, LOCK_FILE), marker)
 
+    def release_telling(self, state_id: str, held: HeldLock) -> bool | None:
+        if not self.store.delete_tells:
+            return None
+        return self.run(f"unlock state {state_id!r}", self.store.delete_if,
+                        self.key(state_id, LOCK_FILE), held.marker)
+
     def close(self) -> None:
         closer = getattr(self.store, "close", None)
         if closer is not None:

@@ -10,7 +10,6 @@ run as progressing through azure-core's ``raw_response_hook`` (``aio.run``).
 
 from __future__ import annotations
 
-import contextlib
 import os
 from urllib.parse import urlsplit
 
@@ -100,6 +99,7 @@ class AzureClient(ObjectClient):
     service = SERVICE
     page_size = 5000
     checks_creates = True
+    delete_tells = True  # delete_blob with If-Match: 412 for another version, 404 when gone
 
     def __init__(self, fs, bucket, *, per_call: dict | None = None):
         super().__init__(fs, bucket)
@@ -176,9 +176,12 @@ class AzureClient(ObjectClient):
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-        with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+        try:
             await self._blob(key).delete_blob(
                 etag=marker, match_condition=MatchConditions.IfNotModified, **self.per_call)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
 
     async def check_bucket(self):
         await self.container.get_container_properties(**self.per_call)

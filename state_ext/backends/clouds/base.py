@@ -64,6 +64,10 @@ class ObjectClient:
     service = "object store"
     page_size = 1000  # keys per listing request (the services' maximum for S3 and GCS)
     checks_creates = False  # create_checked: one create verified by the service's checksum
+    # delete_if's answer is the service's: it deleted that version (True), or refused
+    # because the object is another version or gone (False). Not where a service may
+    # ignore the condition, or where an old version of a versioned object still deletes.
+    delete_tells = False
 
     def __init__(self, fs, bucket: str):
         self.fs, self.bucket = fs, bucket
@@ -103,8 +107,9 @@ class ObjectClient:
     async def delete(self, key: str) -> None:
         raise NotImplementedError
 
-    async def delete_if(self, key: str, marker: Any) -> None:
-        """Delete only if the object still is version ``marker`` (silently no-op otherwise)."""
+    async def delete_if(self, key: str, marker: Any) -> bool:
+        """Delete only if the object still is version ``marker``; whether it was deleted
+        (trustworthy where ``delete_tells``)."""
         raise NotImplementedError
 
     async def check_bucket(self) -> None:

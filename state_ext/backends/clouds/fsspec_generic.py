@@ -178,12 +178,14 @@ class FsspecClient(ObjectClient):
     async def delete_if(self, key, marker):
         async with self._lock:
             current = await self.get_versioned(key)
-            if current is not None and current[1] == marker:
-                await self.delete(key)
-                parent = self._path(key).rpartition("/")[0]
-                if parent and not getattr(self.fs, "async_impl", False):
-                    with contextlib.suppress(Exception):  # not empty, or no folders at all
-                        await self._run("rmdir", parent)
+            if current is None or current[1] != marker:
+                return False
+            await self.delete(key)
+            parent = self._path(key).rpartition("/")[0]
+            if parent and not getattr(self.fs, "async_impl", False):
+                with contextlib.suppress(Exception):  # not empty, or no folders at all
+                    await self._run("rmdir", parent)
+            return True
 
 
 def client(connection: Connection, bucket: str = "") -> FsspecClient:

@@ -250,8 +250,11 @@ class GCSClient(ObjectClient):
         """DELETE of generation ``marker`` only: gone or replaced, nothing is deleted
         (404); on a bucket that keeps versions a replaced one is an old version."""
         path = f"{self._path(key)}#{marker}" if marker else self._path(key)
-        with contextlib.suppress(FileNotFoundError, FileExistsError):
+        try:
             await self.fs._rm_file(path)
+        except (FileNotFoundError, FileExistsError):
+            return False
+        return True
 
     async def check_bucket(self):
         """``_info`` of the bucket: a GET of it, and when that fails (403 or 404) a listing

@@ -217,8 +217,9 @@ class S3Client(ObjectClient):
         except Exception as exc:  # botocore ClientError, or a connection error
             if code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "404",
                              "ConditionalRequestConflict", "409"):
-                return
+                return False
             raise
+        return True
 
     async def check_bucket(self):
         try:
@@ -230,4 +231,16 @@ class S3Client(ObjectClient):
 
 
 def client(connection: Connection, bucket: str) -> S3Client:
-    return S3Client(connection.fs, bucket)
+    s3 = S3Client(connection.fs, bucket)
+    s3.delete_tells = on_aws(connection.endpoint)
+    return s3
+
+
+def on_aws(endpoint: str | None) -> bool:
+    """AWS S3 honours ``If-Match`` on DeleteObject (since September 2025: 412 for another
+    version, 404 when gone). Some S3-compatible servers accept the header and delete
+    anyway, so a custom endpoint's delete is not taken as an answer (``delete_tells``)."""
+    if not endpoint:
+        return True
+    host = (urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").hostname or "").lower()
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
