@@ -3,12 +3,14 @@
 Issue 13 asked that one-state commands stay no slower while bulk writes learned one
 conditional create per new state. This script times `state_extension get ID`,
 `set --force ID STATE` and `merge ID PATCH` as whole processes on a SQLite system database,
-on file:// and on S3 (moto), each store holding --states states, for two versions of
+on file:// and on S3 (moto), GCS (fake-gcs-server) and Azure (Azurite), each store holding
+--states states, for two versions of
 state_ext: this checkout, and --baseline (a git revision, default the parent of the commit
 that added the fast path), unpacked with `git archive` and put first on PYTHONPATH, so both
 run with the same interpreter and dependencies. Runs are interleaved (baseline, current,
-baseline, ...) so machine noise spreads evenly. S3 is reached through ``latency_proxy.py``
-(``--latency-ms``, default 0: count only), which counts the requests each command sends: on
+baseline, ...) so machine noise spreads evenly. Each object store is reached through its own
+``latency_proxy.py`` (``--latency-ms``, default 0: count only), which counts the requests
+each command sends: on
 a real cloud each one is a round trip, and the count does not depend on the machine's load.
 Prints a Markdown table of medians; a command is "no slower" when its median is within 5%
 of the baseline's and it sends no more requests.
@@ -34,7 +36,16 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.bench import MELTANO_YML, clean_env, generate_states, log  # noqa: E402
 from benchmarks.latency_proxy import start_in_thread  # noqa: E402
-from tests.support.emulators import MotoServer, StoreCase, unique_bucket  # noqa: E402
+from tests.support.emulators import (  # noqa: E402
+    AzuriteServer,
+    FakeGcsServer,
+    MotoServer,
+    StoreCase,
+    unique_bucket,
+)
+
+CLOUDS = {"S3 (moto)": ("s3", MotoServer), "GCS (fake-gcs-server)": ("gs", FakeGcsServer),
+          "Azure (Azurite)": ("azure", AzuriteServer)}
 
 BASELINE = "3ac871c^"  # the commit before "Fast path for new states (issue 13)"
 TOLERANCE = 1.05
@@ -78,19 +89,22 @@ def main() -> int:
         old = unpack(args.baseline, Path(tempfile.mkdtemp(dir=root)))
         (root / "meltano.yml").write_text(MELTANO_YML)
         (root / "states.json").write_text(json.dumps(generate_states(args.states)))
-        moto = MotoServer().start()
-        proxy = start_in_thread(moto.port, latency_ms=args.latency_ms)
+        servers, proxies = [], {}
         try:
-            bucket = unique_bucket("single")
-            moto.create_bucket(bucket)
-            s3_uri = f"s3://{bucket}/meltano/state"
-            proxied = copy.copy(moto)
-            proxied.port = proxy.port
             stores = {
                 "systemdb": {},
                 "file://": {"MELTANO_STATE_BACKEND_URI": (root / "state").as_uri()},
-                "S3 (moto)": StoreCase("s3", proxied).settings_env(s3_uri),
             }
+            for name, (scheme, kind) in CLOUDS.items():
+                server = kind().start()
+                servers.append(server)
+                proxy = proxies[name] = start_in_thread(server.port, latency_ms=args.latency_ms)
+                bucket = unique_bucket("single")
+                server.create_bucket(bucket)
+                proxied = copy.copy(server)
+                proxied.port = proxy.port
+                stores[name] = StoreCase(scheme, proxied).settings_env(
+                    f"{scheme}://{bucket}/meltano/state")
             base = clean_env(root / "pycache")
             subprocess.run([args.meltano, "state", "list"], cwd=root, env=base, check=True,
                            capture_output=True)  # the system database's schema
@@ -111,21 +125,26 @@ def main() -> int:
                             variant_env = dict(env)
                             if variant == "baseline":
                                 variant_env["PYTHONPATH"] = str(old)
-                            proxy.reset()
-                            time.sleep(0.05)  # the reset runs on the proxy's loop
+                            proxy = proxies.get(name)
+                            if proxy is not None:
+                                proxy.reset()
+                                time.sleep(0.05)  # the reset runs on the proxy's loop
                             samples[variant].append(
                                 timed([args.state_ext, *argv], cwd=root, env=variant_env))
-                            requests[variant] = proxy.stats()["requests"]
+                            if proxy is not None:
+                                requests[variant] = proxy.stats()["requests"]
                     before = statistics.median(samples["baseline"])
                     after = statistics.median(samples["current"])
-                    counts = (requests["baseline"], requests["current"]) if "S3" in name \
+                    counts = (requests["baseline"], requests["current"]) if requests \
                         else (None, None)
                     rows.append((command, name, before, after, *counts))
                     log(f"{name} {command}: {before * 1000:.0f} ms -> {after * 1000:.0f} ms, "
                         f"requests {counts[0]} -> {counts[1]}")
         finally:
-            proxy.stop()
-            moto.close()
+            for proxy in proxies.values():
+                proxy.stop()
+            for server in servers:
+                server.close()
     print("| command | backend | before issue 13 (ms) | now (ms) | now / before | requests "
           "before -> now | goal |")
     print("|---|---|---:|---:|---:|---:|---|")
