@@ -130,10 +130,13 @@ class S3Client(ObjectClient):
 
     async def client(self):
         """The aiobotocore client s3fs hands out (``set_session``: public), without
-        "Expect: 100-continue" (see ``_without_expect_continue``)."""
+        "Expect: 100-continue" (see ``_without_expect_continue``). Whether a conditional
+        DELETE's answer can be trusted is read from the endpoint it really talks to (a
+        setting, an environment variable or a profile's ``endpoint_url``): see ``on_aws``."""
         client = await self.fs.set_session()
         if not self._client_ready:
             self._without_expect_continue(client)
+            self.delete_tells = on_aws(client.meta.endpoint_url)
         return client
 
     def _without_expect_continue(self, client) -> None:
@@ -231,16 +234,14 @@ class S3Client(ObjectClient):
 
 
 def client(connection: Connection, bucket: str) -> S3Client:
-    s3 = S3Client(connection.fs, bucket)
-    s3.delete_tells = on_aws(connection.endpoint)
-    return s3
+    return S3Client(connection.fs, bucket)
 
 
 def on_aws(endpoint: str | None) -> bool:
     """AWS S3 honours ``If-Match`` on DeleteObject (since September 2025: 412 for another
     version, 404 when gone). Some S3-compatible servers accept the header and delete
-    anyway, so a custom endpoint's delete is not taken as an answer (``delete_tells``)."""
+    anyway, so another endpoint's delete is not taken as an answer (``delete_tells``)."""
     if not endpoint:
-        return True
+        return False
     host = (urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").hostname or "").lower()
     return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
