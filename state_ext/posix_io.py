@@ -151,9 +151,10 @@ def fsync_dir(directory) -> None:
 # on four (a thread pool per state, 0.9 s); on a local disk a create takes 30-45 us and
 # gains nothing either. When calls take far longer (a disk busy writing back: 450 us;
 # NFS: a network round trip per call), threads overlap them (on the busy disk: 4.7 s in one
-# thread, 3.5 s on two). So the first calls run in the caller's thread and are timed, and
-# the rest go to threads only when they were slow. More than four threads only queue on
-# the folder the states are created in.
+# thread, 3.5 s on two), and so do lock waits. So calls run in the caller's thread, timed
+# sixteen at a time, and once sixteen took long (the disk got busy, a lock was waited for)
+# the rest go to threads. More than four threads only queue on the folder the states are
+# created in.
 PROBE_CALLS = 16
 THREADS_ABOVE_S = 200e-6  # a call's mean wall time beyond which threads overlap calls
 MAX_FILE_THREADS = 4
@@ -161,15 +162,21 @@ MAX_FILE_THREADS = 4
 
 def map_file_calls(call: Callable, items: Sequence, workers: int) -> list:
     """``[call(item) for item in items]``, spread over up to ``workers`` (at most four)
-    threads when the first calls show that the filesystem makes each one wait."""
-    results = []
-    started = time.perf_counter()
-    for item in items[:PROBE_CALLS]:
-        results.append(call(item))
-    rest = items[PROBE_CALLS:]
-    workers = min(workers, MAX_FILE_THREADS, len(rest))
-    slow = time.perf_counter() - started > THREADS_ABOVE_S * len(results)
-    if workers <= 1 or not slow:
+    threads once calls show that the filesystem makes each one wait. An exception from
+    ``call`` ends the work (after every thread has stopped) and reaches the caller."""
+    results: list = []
+    workers = min(workers, MAX_FILE_THREADS)
+    done = 0
+    while done < len(items):
+        window = items[done:done + PROBE_CALLS]
+        started = time.perf_counter()
+        results.extend(call(item) for item in window)
+        done += len(window)
+        if workers > 1 and time.perf_counter() - started > THREADS_ABOVE_S * len(window):
+            break
+    rest = items[done:]
+    workers = min(workers, len(rest))
+    if workers <= 1:
         return results + [call(item) for item in rest]
     from concurrent.futures import ThreadPoolExecutor
 

@@ -195,6 +195,7 @@ def test_merge_checks_its_lock_by_the_conditional_delete_where_the_answer_tells(
 
     from benchmarks.latency_proxy import start_in_thread
     from state_ext.backends.locks import watching
+    from state_ext.errors import StateExtError
     from state_ext.model import Envelope
     from state_ext.operations import merge_state
 
@@ -219,17 +220,39 @@ def test_merge_checks_its_lock_by_the_conditional_delete_where_the_answer_tells(
             assert lock_key not in raw.keys(bucket)
             assert backend.get(ID).partial == {"singer_state": {"bookmarks": {"s": {"v": 1}}}}
 
-            # A check-then-write writer overwrites the lock while we hold it: reported
-            # lost, and its lock is left in place; an untouched lock is released.
-            for taken in (True, False):
+            # A check-then-write writer overwrites the lock while we hold it (412), or
+            # deletes it (404): reported lost, and its lock is left in place; an untouched
+            # lock is released.
+            for other in ("overwrites", "deletes", None):
                 with watching() as report, backend.transaction(ID) as slot:
                     slot.write(Envelope.complete({"singer_state": {"v": 2}}))
-                    if taken:
+                    if other == "overwrites":
                         raw.write(bucket, lock_key, epoch(0).encode())
-                assert report.lost is taken
-                assert (lock_key in raw.keys(bucket)) is taken
-                if taken:
+                    elif other == "deletes":
+                        raw.delete(bucket, lock_key)
+                assert report.lost is (other is not None), other
+                assert (lock_key in raw.keys(bucket)) is (other == "overwrites"), other
+                if other == "overwrites":
                     raw.delete(bucket, lock_key)
+
+            # A release whose answer never came (the network failed): the error reaches
+            # the caller; where that release was the look, the lock is released again on
+            # the way out (elsewhere the failed release was the last step, as before).
+            real, calls = backend.store.delete_if, []
+
+            async def failing_once(key, marker):
+                calls.append(key)
+                if len(calls) == 1:
+                    raise ConnectionResetError("the answer was lost")
+                return await real(key, marker)
+
+            backend.store.delete_if = failing_once
+            with pytest.raises(StateExtError) as raised, watching(), \
+                    backend.transaction(ID) as slot:
+                slot.write(Envelope.complete({"singer_state": {"v": 3}}))
+            assert "unlock state" in str(raised.value), raised.value
+            assert len(calls) == (2 if tells else 1)
+            assert (lock_key in raw.keys(bucket)) is not tells
     finally:
         proxy.stop()
 
@@ -239,6 +262,11 @@ def test_merge_checks_its_lock_by_the_conditional_delete_where_the_answer_tells(
     ("https://s3.amazonaws.com", True),
     ("s3.dualstack.us-east-1.amazonaws.com", True),
     ("https://s3.cn-north-1.amazonaws.com.cn", True),
+    ("https://mybucket.s3.us-east-1.amazonaws.com", True),
+    ("https://bucket.vpce-1a2b3c4d-5e6f.s3.us-east-1.vpce.amazonaws.com", True),
+    ("https://ap-1234.s3-accesspoint.us-west-2.amazonaws.com", True),
+    ("http://ec2-54-1-2-3.compute-1.amazonaws.com:9000", False),  # MinIO on an EC2 host
+    ("https://s3-minio-123.us-east-1.elb.amazonaws.com", False),  # behind a load balancer
     ("http://127.0.0.1:9000", False), ("https://minio.example.com", False),
     ("https://amazonaws.com.evil.example", False),
     ("https://account.r2.cloudflarestorage.com", False),

@@ -126,7 +126,9 @@ class LockPrimitives(ABC):
     def release_telling(self, state_id: str, held: HeldLock) -> bool | None:
         """Where the store's conditional delete says whether it deleted (S3 on AWS, Azure):
         release the lock if it is still ours and return whether it was, in one request.
-        None (nothing done) where the delete cannot tell: the caller reads the lock."""
+        None where the delete cannot tell (nothing is known): the caller reads the lock.
+        A DELETE whose first answer was lost and whose SDK retry finds the lock gone says
+        False: the merge then looks at the state again, as when a writer took the lock."""
         return None
 
     def lock_modified(self, state_id: str) -> float | None:
@@ -246,7 +248,8 @@ def hold_lock(primitives: LockPrimitives, state_id: str, *, timeout: float, retr
         if report is not None:
             told = primitives.release_telling(state_id, held)
             if told is not None:  # released if ours; else left to the writer that took it
-                report.lost, mine = not told, False
+                mine = False
+                report.lost = report.lost or not told
             elif not _ours(primitives.read_lock(state_id), held.content):
                 report.lost = True  # a check-then-write writer took it while we held it
                 mine = False  # nothing of ours to release: leave the other writer's lock be

@@ -107,9 +107,9 @@ class ObjectClient:
     async def delete(self, key: str) -> None:
         raise NotImplementedError
 
-    async def delete_if(self, key: str, marker: Any) -> bool:
+    async def delete_if(self, key: str, marker: Any) -> bool | None:
         """Delete only if the object still is version ``marker``; whether it was deleted
-        (trustworthy where ``delete_tells``)."""
+        (trustworthy where ``delete_tells``), None when the service could not say."""
         raise NotImplementedError
 
     async def check_bucket(self) -> None:

@@ -15,6 +15,7 @@ progress (``aio.run``). Errors stay botocore's, read by ``code``.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -218,9 +219,10 @@ class S3Client(ObjectClient):
         try:
             await self._call("delete_object", Key=key, IfMatch=marker)
         except Exception as exc:  # botocore ClientError, or a connection error
-            if code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "404",
-                             "ConditionalRequestConflict", "409"):
+            if code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
                 return False
+            if code(exc) in ("ConditionalRequestConflict", "409"):
+                return None  # a concurrent request on the key: nothing is known
             raise
         return True
 
@@ -237,6 +239,12 @@ def client(connection: Connection, bucket: str) -> S3Client:
     return S3Client(connection.fs, bucket)
 
 
+# An S3 service host of AWS: s3.amazonaws.com, [bucket.]s3[-fips|-accesspoint|-external-1]
+# [.dualstack][.region][.vpce].amazonaws.com[.cn], S3 Express; not EC2 or ELB host names.
+AWS_S3_HOST = re.compile(r"^(?:[^.]+\.)*s3(?:express)?(?:-[a-z0-9-]+)?(?:\.dualstack)?"
+                         r"(?:\.[a-z0-9-]+)?(?:\.vpce)?\.amazonaws\.com(?:\.cn)?$")
+
+
 def on_aws(endpoint: str | None) -> bool:
     """AWS S3 honours ``If-Match`` on DeleteObject (since September 2025: 412 for another
     version, 404 when gone). Some S3-compatible servers accept the header and delete
@@ -244,4 +252,4 @@ def on_aws(endpoint: str | None) -> bool:
     if not endpoint:
         return False
     host = (urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").hostname or "").lower()
-    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+    return AWS_S3_HOST.match(host) is not None
