@@ -152,11 +152,12 @@ def fsync_dir(directory) -> None:
 # gains nothing either. When calls take far longer (a disk busy writing back: 450 us;
 # NFS: a network round trip per call), threads overlap them (on the busy disk: 4.7 s in one
 # thread, 3.5 s on two), and so do lock waits. So calls run in the caller's thread, timed
-# sixteen at a time, and once sixteen took long (the disk got busy, a lock was waited for)
-# the rest go to threads. More than four threads only queue on the folder the states are
-# created in.
+# sixteen at a time, and once most of sixteen took long (the disk got busy, locks were
+# waited for) the rest go to threads: the median, not the mean, so that one pause (a
+# collection, a reader thread holding the GIL for its 5 ms turn) does not count. More
+# than four threads only queue on the folder the states are created in.
 PROBE_CALLS = 16
-THREADS_ABOVE_S = 200e-6  # a call's mean wall time beyond which threads overlap calls
+THREADS_ABOVE_S = 200e-6  # a call's wall time beyond which threads overlap calls
 MAX_FILE_THREADS = 4
 
 
@@ -166,14 +167,17 @@ def map_file_calls(call: Callable, items: Sequence, workers: int) -> list:
     ``call`` ends the work (after every thread has stopped) and reaches the caller."""
     results: list = []
     workers = min(workers, MAX_FILE_THREADS)
+    clock = time.perf_counter
     done = 0
     while done < len(items):
-        window = items[done:done + PROBE_CALLS]
-        started = time.perf_counter()
-        results.extend(call(item) for item in window)
-        done += len(window)
-        if workers > 1 and time.perf_counter() - started > THREADS_ABOVE_S * len(window):
-            break
+        took = []
+        for item in items[done:done + PROBE_CALLS]:
+            started = clock()
+            results.append(call(item))
+            took.append(clock() - started)
+        done += len(took)
+        if workers > 1 and sorted(took)[len(took) // 2] > THREADS_ABOVE_S:
+            break  # most calls waited: not one pause (a collection, another thread's turn)
     rest = items[done:]
     workers = min(workers, len(rest))
     if workers <= 1:
