@@ -125,9 +125,9 @@ class FileBackend(StateBackend, FileLockPrimitives):
         """Migrate: per ID (on threads where the filesystem makes each call wait:
         ``posix_io.map_file_calls``): lock, check that it still holds what was planned
         over, write it atomically, unlock. A thread holds one lock at a time, so concurrent
-        bulk writers cannot deadlock. The engine
-        creates the states planned as absent without a lock first (``create_new_many``);
-        those it sends here had a lock beside them, and take the lock like every other.
+        bulk writers cannot deadlock. The engine creates the states planned as absent
+        without a lock first (``create_new_many``); those it sends here had a lock beside
+        them, and take the lock like every other.
 
         Bulk writes are renamed into place without one fsync each: ``flush`` (one
         ``syncfs``) is the durability barrier the engine runs before it verifies or deletes
