@@ -22,7 +22,6 @@ Usage: .venv/bin/python benchmarks/bench_single.py [--states 2000] [--repeat 15]
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import subprocess
@@ -35,12 +34,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench import MELTANO_YML, clean_env, generate_states, log  # noqa: E402
-from benchmarks.latency_proxy import start_in_thread  # noqa: E402
 from tests.support.emulators import (  # noqa: E402
     AzuriteServer,
     FakeGcsServer,
     MotoServer,
     StoreCase,
+    proxied,
     unique_bucket,
 )
 
@@ -98,13 +97,11 @@ def main() -> int:
             for name, (scheme, kind) in CLOUDS.items():
                 server = kind().start()
                 servers.append(server)
-                proxy = proxies[name] = start_in_thread(server.port, latency_ms=args.latency_ms)
+                through, proxies[name] = proxied(StoreCase(scheme, server),
+                                                 latency_ms=args.latency_ms)
                 bucket = unique_bucket("single")
                 server.create_bucket(bucket)
-                proxied = copy.copy(server)
-                proxied.port = proxy.port
-                stores[name] = StoreCase(scheme, proxied).settings_env(
-                    f"{scheme}://{bucket}/meltano/state")
+                stores[name] = through.settings_env(f"{scheme}://{bucket}/meltano/state")
             base = clean_env(root / "pycache")
             subprocess.run([args.meltano, "state", "list"], cwd=root, env=base, check=True,
                            capture_output=True)  # the system database's schema

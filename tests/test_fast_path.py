@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import copy
 import gzip
 import json
 import os
@@ -18,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.latency_proxy import start_in_thread
 from state_ext.model import Envelope
 from tests.support.cli import clean_env, meltano, state_ext
 from tests.support.emulators import (  # noqa: F401 - fixtures
     StoreCase,
     azure_server,
     gcs_server,
+    proxied,
     s3_server,
     store,
 )
@@ -50,14 +49,6 @@ def file_tree(root: Path) -> dict[str, bytes]:
             path = Path(dirpath) / name
             found[str(path.relative_to(root))] = path.read_bytes()
     return found
-
-
-def proxied(case: StoreCase, **proxy_options):
-    """The same store, reached through a latency proxy (returned too, to count requests)."""
-    proxy = start_in_thread(case.server.port, **proxy_options)
-    server = copy.copy(case.server)
-    server.port = proxy.port
-    return StoreCase(case.scheme, server), proxy
 
 
 def project(tmp_path: Path) -> Path:

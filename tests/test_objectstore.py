@@ -483,15 +483,9 @@ def test_gcs_generation_comes_from_the_answer_gcsfs_retried_into(monkeypatch):
 def test_gcs_lock_read_and_exists_are_one_request_each(gcs_server):
     """A lock read is one GET (its generation and time from the answer's headers), and
     so is an existence check: no metadata GET, no listing (storage.objects.list)."""
-    import copy
+    from tests.support.emulators import StoreCase, proxied
 
-    from benchmarks.latency_proxy import start_in_thread
-    from tests.support.emulators import StoreCase
-
-    proxy = start_in_thread(gcs_server.port)
-    server = copy.copy(gcs_server)
-    server.port = proxy.port
-    case = StoreCase("gs", server)
+    case, proxy = proxied(StoreCase("gs", gcs_server))
     try:
         bucket = case.new_bucket()
         with case.backend(f"gs://{bucket}/p") as backend:

@@ -24,6 +24,7 @@ from tests.support.emulators import (  # noqa: F401 - fixtures
     StoreCase,
     azure_server,
     gcs_server,
+    proxied,
     s3_server,
 )
 from tests.support.project import write_project
@@ -191,20 +192,14 @@ def test_merge_checks_its_lock_by_the_conditional_delete_where_the_answer_tells(
     condition (a custom endpoint: moto here), and GCS deletes an old generation of a
     versioned object: they keep the GET before the DELETE (5). The S3 case with ``tells``
     is moto answering as AWS does (it honours If-Match on DeleteObject)."""
-    import copy
-
-    from benchmarks.latency_proxy import start_in_thread
     from state_ext.backends.locks import watching
     from state_ext.errors import StateExtError
     from state_ext.model import Envelope
     from state_ext.operations import merge_state
 
     fixture = {"s3": "s3_server", "gs": "gcs_server", "azure": "azure_server"}[scheme]
-    server = request.getfixturevalue(fixture)
-    proxy = start_in_thread(server.port)
-    through = copy.copy(server)
-    through.port = proxy.port
-    case, raw = StoreCase(scheme, through), StoreCase(scheme, server)
+    raw = StoreCase(scheme, request.getfixturevalue(fixture))
+    case, proxy = proxied(raw)
     bucket = raw.new_bucket()
     lock_key = f"p/{ID}/lock"
     try:

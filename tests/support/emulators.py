@@ -331,6 +331,19 @@ class StoreCase:
             self.sdk.get_blob_client(bucket, key).delete_blob()
 
 
+def proxied(case: StoreCase, **proxy_options):
+    """The same store, reached through ``benchmarks/latency_proxy.py`` (returned too, to
+    count requests, add latency or corrupt a body): ``(proxied case, proxy)``."""
+    import copy
+
+    from benchmarks.latency_proxy import start_in_thread
+
+    proxy = start_in_thread(case.server.port, **proxy_options)
+    server = copy.copy(case.server)
+    server.port = proxy.port
+    return StoreCase(case.scheme, server), proxy
+
+
 @pytest.fixture(params=["s3", "gs", "azure"])
 def store(request):
     """Each object store in turn, against its real local server."""
