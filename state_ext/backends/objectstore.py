@@ -205,15 +205,14 @@ class ObjectStoreBackend(BulkWrites, StateBackend, LockPrimitives):
         found = await self.store.get_versioned(lock_key)
         return None if found is None else (found[0].decode("utf-8", "replace"), found[1])
 
-    def remove_if_unchanged(self, state_id: str, content: str, marker) -> None:
-        self.run(f"unlock state {state_id!r}", self.store.delete_if,
-                  self.key(state_id, LOCK_FILE), marker)
+    def remove_if_unchanged(self, state_id: str, content: str, marker) -> bool | None:
+        return self.run(f"unlock state {state_id!r}", self.store.delete_if,
+                        self.key(state_id, LOCK_FILE), marker)
 
     def release_telling(self, state_id: str, held: HeldLock) -> bool | None:
         if not self.store.delete_tells:
             return None
-        return self.run(f"unlock state {state_id!r}", self.store.delete_if,
-                        self.key(state_id, LOCK_FILE), held.marker)
+        return self.remove_if_unchanged(state_id, held.content, held.marker)
 
     def close(self) -> None:
         closer = getattr(self.store, "close", None)
